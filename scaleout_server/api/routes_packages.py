@@ -1,0 +1,115 @@
+"""Compute packages: upload (activates), active package, download and checksum for clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import StreamingResponse
+
+from scaleout_server.api.common import ControllerDep, UploadsDep, root_route, safe_file_name
+from scaleout_server.api.listing import to_json
+from scaleout_server.api.routes_helpers import active_helper
+from scaleout_server.api.routes_models import stream_and_close
+from scaleout_server.api.uploads import file_size_of
+from scaleout_server.errors import InvalidInput, NotFoundError, TooLarge
+from scaleout_server.store import records as r
+from scaleout_server.store.base import ListQuery, Store
+
+router = APIRouter(tags=["packages"])
+
+NO_ACTIVE = "No compute package is active: upload one with scaleout package set-active --file package.tgz -n NAME"
+
+
+def find_package(store: Store, name: str | None) -> r.PackageRecord:
+    """The package a client asks for: by package name or file name (the official client sends the
+    file name to /checksum), preferring the active package; no name means the active package."""
+    active = store.packages.get_active()
+    if not name:
+        if active is None:
+            raise NotFoundError(NO_ACTIVE)
+        return active
+    if active is not None and name in (active.name, active.file_name):
+        return active
+    _, by_name = store.packages.list(ListQuery(filters={"name": name}, limit=1))
+    if by_name:
+        return by_name[0]
+    by_file = store.packages.get_by_file_name(name)
+    if by_file is not None:
+        return by_file
+    raise NotFoundError(f"No compute package named {name!r} (as package name or file name); "
+                        "list them with GET /api/v1/packages/")
+
+
+@root_route(router, "/api/v1/packages/", "POST")
+def add_package(
+    controller: ControllerDep,
+    uploads: UploadsDep,
+    helper: str | None = Form(None),
+    name: str | None = Form(None),
+    description: str = Form(""),
+    file_token: str | None = Form(None),
+    file_name: str | None = Form(None),
+    file: UploadFile | None = File(None),
+) -> dict[str, Any]:
+    """Store a compute package (tar.gz/tgz/tar.bz2 with scaleout.yaml) and make it the active one.
+
+    Either a multipart `file`, or `file_token` from /api/v1/file-upload (official CLI)."""
+    helper_type = (helper or active_helper(controller.store)).strip()
+    limit = controller.settings.max_package_bytes
+    if file is not None:
+        if file_size_of(file.file) > limit:
+            raise TooLarge(f"The package is over this server's limit of {limit} bytes (setting max_package_bytes)")
+        stored_name = safe_file_name(file_name or file.filename, "package.tgz")
+        record = controller.add_package(file.file, stored_name, name or stored_name, description, helper_type)
+    elif file_token:
+        upload, stream = uploads.claim(file_token)
+        try:
+            if upload.file_size > limit:
+                raise TooLarge(f"The package is over this server's limit of {limit} bytes "
+                               "(setting max_package_bytes)")
+            stored_name = safe_file_name(file_name or upload.file_name, "package.tgz")
+            record = controller.add_package(stream, stored_name, name or stored_name, description, helper_type)
+        finally:
+            stream.close()
+        uploads.discard(upload)
+    else:
+        raise InvalidInput("Send the package as a multipart 'file' field, or upload it with /api/v1/file-upload "
+                           "and send the returned 'file_token' as a form field")
+    return {"message": "Package uploaded", "package_id": record.package_id, "package": to_json(record)}
+
+
+@router.get("/api/v1/packages/active")
+def active_package(controller: ControllerDep) -> dict[str, Any]:
+    """The active compute package (404 when none)."""
+    active = controller.store.packages.get_active()
+    if active is None:
+        raise NotFoundError(NO_ACTIVE)
+    return to_json(active)
+
+
+@router.put("/api/v1/packages/active")
+def set_active_package(body: dict[str, Any], controller: ControllerDep) -> dict[str, Any]:
+    """Make a stored package the active one: body `{"id": package_id}`."""
+    package_id = body.get("id") or body.get("package_id")
+    if not isinstance(package_id, str) or not package_id:
+        raise InvalidInput('Send {"id": "<package_id>"}; list packages with GET /api/v1/packages/')
+    return to_json(controller.store.packages.set_active(package_id))
+
+
+@router.get("/api/v1/packages/download")
+def download_package(controller: ControllerDep, name: str | None = None) -> StreamingResponse:
+    """The package archive (default: the active package), with its file name in Content-Disposition."""
+    record = find_package(controller.store, name)
+    stream = controller.repository.open("packages", record.storage_file_name)
+    headers = {"Content-Disposition": f"attachment; filename={record.file_name}"}
+    if record.size:
+        headers["Content-Length"] = str(record.size)
+    return StreamingResponse(stream_and_close(stream), media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/api/v1/packages/checksum")
+def package_checksum(controller: ControllerDep, name: str | None = None) -> dict[str, Any]:
+    """SHA-256 of the package archive (name: package name or file name; default the active package)."""
+    record = find_package(controller.store, name)
+    return {"checksum": record.checksum, "file_name": record.file_name, "message": "Checksum of the package archive"}

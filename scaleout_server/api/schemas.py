@@ -1,0 +1,114 @@
+"""Request bodies of the REST API.
+
+Field names follow what the official CLI and APIClient send. Unknown keys are ignored (clients
+of several versions talk to us) except where noted; rule checks (known aggregator, rounds >= 1,
+...) belong to the controller, so the messages are the same whatever the entry point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ClientIds = list[str] | str | None
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TokenRequest(_Body):
+    refresh_token: str | None = None
+    role: str | None = None
+
+
+class ClientAdd(_Body):
+    client_id: str | None = None
+    name: str | None = None
+    preferred_combiner: str | None = None
+    combiner_preferred: str | None = None  # the pre-1.0 spelling
+    package: str = "remote"
+    client_version: str | None = None
+
+
+class CombinerRegister(_Body):
+    name: str = Field(min_length=1)
+    host: str = Field(min_length=1)
+    port: int = Field(gt=0, lt=65536)
+    public_hostname: str | None = None
+
+
+class CombinerPatch(_Body):
+    public_hostname: str
+
+
+class CombinerEvents(_Body):
+    events: list[dict[str, Any]]
+
+
+class ActiveHelper(_Body):
+    helper: str
+
+
+class UploadInit(_Body):
+    file_name: str = Field(min_length=1)
+    file_size: int = Field(ge=0)
+    chunk_size: int = Field(gt=0)
+
+
+class SessionCreate(_Body):
+    name: str | None = None
+    seed_model_id: str | None = None
+    session_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionStart(_Body):
+    session_id: str
+    rounds: int | None = None
+    round_timeout: float | None = None
+
+
+class SessionPatch(_Body):
+    status: str
+
+
+class ControlStop(_Body):
+    session_id: str | None = None
+
+
+class RunCommand(BaseModel):
+    """Extra top-level keys are command parameters: the official APIClient merges them in."""
+
+    model_config = ConfigDict(extra="allow")
+
+    command_type: str = Field(min_length=1)
+    parameters: dict[str, Any] | None = None
+    client_ids: ClientIds = None
+    timeout: float | None = None
+    synchronous: bool | None = None
+    blocking: bool | None = None
+
+
+class StartPrediction(_Body):
+    prediction_id: str | None = None
+    model_id: str | None = None
+    client_ids: ClientIds = None
+    parameters: dict[str, Any] | None = None
+    timeout: float | None = None
+    synchronous: bool | None = None
+    blocking: bool | None = None
+
+
+class StartValidation(_Body):
+    session_id: str | None = None
+    model_id: str
+    client_ids: ClientIds = None
+    timeout: float | None = None
+    synchronous: bool | None = None
+    blocking: bool | None = None
+
+
+class CurrentAttributes(_Body):
+    node_ids: list[str] | str | None = None
+    client_ids: list[str] | str | None = None
