@@ -1,0 +1,126 @@
+"""Run the seed's importer-client example on a local deployment, start to finish.
+
+Starts `scaleout server start` in the background, builds and uploads the example's seed model and
+compute package, starts N clients that download the package, runs a session and prints its
+per-round table and the server's URL. Everything is done with the `scaleout` CLI, as a user would.
+The server and clients keep running afterwards (unless --stop) so results can be inspected;
+`python scripts/run_example.py --stop-only` stops them (by the PIDs recorded in the work folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "importer-client"
+
+
+def sh(args: list[str], cwd: Path, quiet: bool = False) -> str:
+    print(f"$ scaleout {' '.join(args)}", flush=True)
+    result = subprocess.run([sys.executable, "-m", "scaleout", *args], cwd=cwd, text=True, capture_output=True)
+    if result.returncode != 0:
+        sys.exit(f"command failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    if not quiet and result.stdout.strip():
+        print(result.stdout.rstrip(), flush=True)
+    return result.stdout
+
+
+def spawn(name: str, args: list[str], cwd: Path, work: Path) -> int:
+    log = work / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "scaleout", *args], cwd=cwd, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    (work / "pids").mkdir(exist_ok=True)
+    (work / "pids" / f"{name}.pid").write_text(str(proc.pid))
+    print(f"started {name} (pid {proc.pid}, log {log})", flush=True)
+    return proc.pid
+
+
+def stop_all(work: Path) -> None:
+    for pidfile in sorted((work / "pids").glob("*.pid"), reverse=True) if (work / "pids").exists() else []:
+        pid = int(pidfile.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pidfile.unlink()
+        print(f"stopped {pidfile.stem} (pid {pid})")
+
+
+def wait_for(url: str, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url, timeout=2)
+            if r.status_code == 200 and predicate(r.json()):
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.3)
+    sys.exit(f"timed out waiting for {what} ({url})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".example-run", help="where data, logs, pids go")
+    parser.add_argument("--api-port", type=int, default=8092)
+    parser.add_argument("--combiner-port", type=int, default=12080)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stop", action="store_true", help="stop server and clients when the session ends")
+    parser.add_argument("--stop-only", action="store_true", help="only stop a previous run's processes")
+    args = parser.parse_args()
+    work: Path = args.work_dir.resolve()
+    if args.stop_only:
+        stop_all(work)
+        return
+    stop_all(work)  # a previous run's processes would hold the ports
+    if work.exists():
+        shutil.rmtree(work)
+    project = work / "importer-client"
+    shutil.copytree(EXAMPLE, project)
+    api = f"http://127.0.0.1:{args.api_port}"
+    api_opts = ["-H", "127.0.0.1", "-P", str(args.api_port)]
+
+    spawn("server", ["server", "start", "--api-port", str(args.api_port), "--combiner-port",
+                     str(args.combiner_port), "--data-dir", str(work / "scaleout-data")], work, work)
+    wait_for(f"{api}/api/v1/combiners/", lambda body: body.get("count", 0) >= 1, 60, "the server")
+    try:
+        sh(["run", "build", "-p", "client"], project)
+        sh(["package", "create", "--path", "client"], project)
+        sh(["package", "set-active", "--file", "package.tgz", "-n", "importer-client", *api_opts], project)
+        sh(["model", "set-active", "--file", "seed.npz", *api_opts], project)
+        for i in range(1, args.clients + 1):
+            client_dir = work / f"client-{i}"
+            client_dir.mkdir()
+            spawn(f"client-{i}", ["client", "start", "--api-url", api, "-n", f"client-{i}"], client_dir, work)
+        wait_for(f"{api}/api/v1/clients/?status=online", lambda body: body.get("count", 0) >= args.clients, 90,
+                 f"{args.clients} clients to connect")
+        sh(["session", "start", "--rounds", str(args.rounds), "--min_clients", str(args.clients),
+            "-n", "importer-client-example", "--wait", *api_opts], project)
+    finally:
+        if args.stop:
+            stop_all(work)
+    print(f"\nServer: {api}   (REST API under {api}/api/v1, OpenAPI at {api}/docs)")
+    if not args.stop:
+        print(f"Server and clients keep running; logs in {work / 'logs'}. "
+              f"Stop them with: python scripts/run_example.py --stop-only")
+
+
+if __name__ == "__main__":
+    main()
