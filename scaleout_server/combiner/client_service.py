@@ -1,0 +1,338 @@
+"""The `scaleout.CombinerClient` servicer: what edge clients call.
+
+Translation only: identify the client, turn messages into store records for the controller's
+feed, and hand tasks and updates to the client manager and the rounds. Error codes follow the
+client contract: the official client drops a message answered with INVALID_ARGUMENT or NOT_FOUND
+and exits when a poll fails with anything but UNAVAILABLE/FAILED_PRECONDITION, so problems with
+a client's data are logged and answered with a normal Response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import grpc
+
+from scaleout_server.combiner.client_manager import ClientManager, ClientState, Task
+from scaleout_server.combiner.controller_link import EventLink
+from scaleout_server.combiner.rounds import Rounds
+from scaleout_server.store import records as r
+from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
+from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID, MD_NAME, AnnounceType, TaskType
+
+log = logging.getLogger(__name__)
+
+STATUS_TASK_TYPES = {"MODEL_UPDATE": TaskType.MODEL_UPDATE.value, "MODEL_VALIDATION": TaskType.VALIDATION.value}
+
+
+def server_version() -> str:
+    try:
+        return importlib_metadata.version("scaleout-edge-open")
+    except importlib_metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def metadata_of(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, bytes):
+            continue
+        out.setdefault(key.lower(), value)
+    return out
+
+
+def peer_ip(context: grpc.aio.ServicerContext) -> str | None:
+    """`ipv4:10.0.0.5:51234` -> `10.0.0.5`; `ipv6:[::1]:5000` -> `::1`."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]").replace("%5B", "").replace("%5D", "")
+    return None
+
+
+def timestamp_of(message: Any) -> datetime:
+    if message.HasField("timestamp"):
+        ts = message.timestamp
+        if ts.seconds or ts.nanos:
+            return ts.ToDatetime(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def parse_json(text: str) -> Any:
+    """JSON text as a value; text that is not JSON is kept as a string."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class RecentIds:
+    """A bounded set: ids of records already forwarded, so client re-sends are not stored twice."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def add(self, value: str) -> bool:
+        """True when `value` is new."""
+        if not value:
+            return True
+        if value in self._ids:
+            return False
+        self._ids[value] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return True
+
+
+class CombinerClientService(pb_grpc.CombinerClientServicer):
+    def __init__(self, clients: ClientManager, rounds: Rounds, link: EventLink) -> None:
+        self.clients = clients
+        self.rounds = rounds
+        self.link = link
+        self.version = server_version()
+        self._seen = RecentIds()
+        clients.on_done = self._task_done
+
+    # -- identity --------------------------------------------------------------------------
+    def _client(self, context: grpc.aio.ServicerContext, message_client_id: str = "") -> ClientState | None:
+        md = metadata_of(context)
+        client_id = md.get(MD_CLIENT_ID) or md.get(MD_CLIENT) or message_client_id
+        if not client_id:
+            return None
+        return self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
+
+    def _sender(self, state: ClientState | None, client_id: str = "") -> r.Sender:
+        if state is None:
+            return r.Sender(client_id=client_id or None)
+        return r.Sender(client_id=state.client_id, name=state.name)
+
+    # -- tasks -----------------------------------------------------------------------------
+    async def PollAndReportAsync(self, request: pb.ClientReport, context: grpc.aio.ServicerContext
+                                 ) -> pb.CombinerDirective:
+        try:
+            state = self._client(context, request.client_id)
+            if state is None:
+                problem = "no client id: send metadata 'client-id' or ClientReport.client_id"
+            elif self.clients.closing:
+                return pb.CombinerDirective()
+            else:
+                tasks = await self.clients.poll(state, request.reports, request.skip_polling_tasks,
+                                                context.time_remaining())
+                return pb.CombinerDirective(tasks=tasks)
+        except Exception as exc:  # the official client exits on UNKNOWN: answer UNAVAILABLE instead
+            log.exception("poll failed")
+            problem = f"combiner error: {exc}"
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "client id" in problem
+                            else grpc.StatusCode.UNAVAILABLE, problem)
+        raise AssertionError("unreachable")
+
+    async def PollAndReport(self, request: pb.ActivityReport, context: grpc.aio.ServicerContext) -> pb.TaskRequest:
+        try:
+            state = self._client(context, request.node_id)
+            if state is None:
+                problem = "no client id: send metadata 'client-id' or ActivityReport.node_id"
+            elif self.clients.closing:
+                return pb.TaskRequest()
+            else:
+                return await self.clients.legacy_poll(state, request, context.time_remaining())
+        except Exception as exc:
+            log.exception("legacy poll failed")
+            problem = f"combiner error: {exc}"
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION if "client id" in problem
+                            else grpc.StatusCode.UNAVAILABLE, problem)
+        raise AssertionError("unreachable")
+
+    async def TaskStream(self, request: pb.ClientAvailableMessage, context: grpc.aio.ServicerContext
+                         ) -> AsyncIterator[pb.TaskRequest]:
+        state = self._client(context, request.client_id)
+        if state is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no client id: send metadata 'client-id'")
+            return
+        log.info("client %s opened a task stream", state.client_id)
+        async for task in self.clients.stream(state):
+            yield task
+
+    def _task_done(self, task: Task) -> None:
+        """A client reported a task done: an inference task's response is its prediction."""
+        if task.type == TaskType.INFERENCE and task.response:
+            state = self.clients.clients.get(task.client_id)
+            self.link.emit_record(r.PredictionRecord(
+                prediction_record_id=str(uuid.uuid4()), prediction_id=task.batch_id or task.correlation_id,
+                model_id=task.model_id, sender=self._sender(state, task.client_id), data=task.response_json(),
+                correlation_id=task.correlation_id))
+
+    # -- announce / liveness ---------------------------------------------------------------
+    async def Announce(self, request: pb.ClientAnnounceRequest, context: grpc.aio.ServicerContext) -> pb.Response:
+        md = metadata_of(context)
+        client_id = md.get(MD_CLIENT_ID) or md.get(MD_CLIENT) or request.client_id
+        kind = request.type
+        if kind == AnnounceType.VERSION_CHECK:
+            if client_id:
+                self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
+            client_version = (parse_json(request.parameters) or {}) if request.parameters else {}
+            version = client_version.get("client-version") if isinstance(client_version, dict) else None
+            log.info("client %s (version %s) checked compatibility", client_id or "?", version or "?")
+            return pb.Response(response=f"combiner version {self.version}",
+                               parameters=json.dumps({"success": True, "version": self.version}))
+        if not client_id:
+            return pb.Response(response="no client id")
+        if kind == AnnounceType.CONNECT:
+            self.clients.connect(client_id, md.get(MD_NAME), peer_ip(context))
+        elif kind == AnnounceType.DISCONNECT:
+            self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
+            self.clients.disconnect(client_id)
+        else:
+            log.warning("client %s announced unknown type %r", client_id, kind)
+        return pb.Response()
+
+    async def SendHeartbeat(self, request: pb.Heartbeat, context: grpc.aio.ServicerContext) -> pb.Response:
+        self._client(context, request.client_id)
+        return pb.Response(response="heartbeat received")
+
+    async def SendBacklogReport(self, request: pb.BacklogReport, context: grpc.aio.ServicerContext) -> pb.Response:
+        state = self._client(context, request.client_id)
+        if request.backlog_dropped_total:
+            log.warning("client %s dropped %d queued message(s) so far (backlog %d)",
+                        state.client_id if state else request.client_id, request.backlog_dropped_total,
+                        request.backlog_total)
+        return pb.Response(response="backlog report received")
+
+    # -- results ---------------------------------------------------------------------------
+    async def SendModelUpdate(self, request: pb.ModelUpdate, context: grpc.aio.ServicerContext) -> pb.Response:
+        state = self._client(context, request.client_id)
+        client_id = state.client_id if state else request.client_id
+        note = self.rounds.receive_update(request, client_id, state.name if state else "")
+        return pb.Response(response=note)
+
+    async def SendModelValidation(self, request: pb.ModelValidation, context: grpc.aio.ServicerContext
+                                  ) -> pb.Response:
+        state = self._client(context, request.client_id)
+        if request.correlation_id and not self._seen.add("validation:" + request.correlation_id):
+            return pb.Response(response="duplicate validation, already received")
+        task = self.clients.get_task(request.correlation_id)
+        data = parse_json(request.data)
+        self.link.emit_record(r.ValidationRecord(
+            validation_id=str(uuid.uuid4()), model_id=request.model_id or (task.model_id if task else ""),
+            data=data if isinstance(data, dict) else {"value": data}, sender=self._sender(state, request.client_id),
+            correlation_id=request.correlation_id or None,
+            session_id=request.session_id or (task.session_id if task else "") or None,
+            round_id=(task.round_id if task else "") or None, timestamp=timestamp_of(request)))
+        return pb.Response(response="validation received")
+
+    async def SendModelPrediction(self, request: pb.ModelPrediction, context: grpc.aio.ServicerContext
+                                  ) -> pb.Response:
+        state = self._client(context, request.client_id)
+        task = self.clients.get_task(request.correlation_id)
+        prediction_id = (task.batch_id if task else "") or request.prediction_id or request.correlation_id
+        self.link.emit_record(r.PredictionRecord(
+            prediction_record_id=str(uuid.uuid4()), prediction_id=prediction_id,
+            model_id=request.model_id or (task.model_id if task else ""), sender=self._sender(state, request.client_id),
+            data=parse_json(request.data), correlation_id=request.correlation_id or None,
+            timestamp=timestamp_of(request)))
+        return pb.Response(response="prediction received")
+
+    async def SendModelMetric(self, request: pb.ModelMetric, context: grpc.aio.ServicerContext) -> pb.Response:
+        state = self._client(context, request.client_id)
+        step = request.step.value if request.HasField("step") else None
+        sender = self._sender(state, request.client_id)
+        for elem in request.metrics:
+            self.link.emit_record(r.MetricRecord(
+                metric_id=str(uuid.uuid4()), key=elem.key, value=float(elem.value), sender=sender, step=step,
+                model_id=request.model_id or None, round_id=request.round_id or None,
+                session_id=request.session_id or None, timestamp=timestamp_of(request)))
+        return pb.Response(response="metrics received")
+
+    async def SendStatus(self, request: pb.Status, context: grpc.aio.ServicerContext) -> pb.Response:
+        state = self._client(context, request.client_id)
+        client_id = state.client_id if state else request.client_id
+        task = self._task_for_status(client_id, request.type)
+        self.link.emit_record(r.StatusRecord(
+            status_id=str(uuid.uuid4()), status=request.status, sender=self._sender(state, request.client_id),
+            log_level=pb.LogLevel.Name(request.log_level) if request.log_level in pb.LogLevel.values() else "INFO",
+            type=request.type or None, correlation_id=task.correlation_id if task else None,
+            session_id=(task.session_id or None) if task else None, round_id=(task.round_id or None) if task else None,
+            timestamp=timestamp_of(request)))
+        return pb.Response(response="status received")
+
+    def _task_for_status(self, client_id: str, status_type: str) -> Task | None:
+        """Status messages carry no task ids: use the client's task they evidently belong to."""
+        task_type = STATUS_TASK_TYPES.get(status_type)
+        if task_type is not None:
+            return self.clients.recent_task_of(client_id, task_type)
+        state = self.clients.clients.get(client_id)
+        if state is not None and len(state.in_flight) == 1:
+            return next(iter(state.in_flight.values()))
+        return None
+
+    # -- attributes and telemetry ----------------------------------------------------------
+    async def SendAttributeMessage(self, request: pb.AttributeMessage, context: grpc.aio.ServicerContext
+                                   ) -> pb.Response:
+        state = self._client(context, request.client_id)
+        client_id = state.client_id if state else request.client_id
+        for elem in request.attributes:
+            self.link.emit_record(r.AttributeRecord(attribute_id=str(uuid.uuid4()), client_id=client_id, key=elem.key,
+                                                    value=elem.value, timestamp=timestamp_of(request)))
+        return pb.Response(response="attributes received")
+
+    async def SendTelemetryMessage(self, request: pb.TelemetryMessage, context: grpc.aio.ServicerContext
+                                   ) -> pb.Response:
+        state = self._client(context, request.client_id)
+        client_id = state.client_id if state else request.client_id
+        if request.record_id and not self._seen.add("telemetry-message:" + request.record_id):
+            return pb.Response(response="duplicate telemetry, already received")
+        for elem in request.telemetries:
+            self.link.emit_record(r.TelemetryRecord(telemetry_id=str(uuid.uuid4()), client_id=client_id, key=elem.key,
+                                                    value=float(elem.value), timestamp=timestamp_of(request)))
+        return pb.Response(response="telemetry received")
+
+    async def StreamTelemetryRecord(self, request_iterator: AsyncIterator[pb.TelemetryRecord],
+                                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
+        state = self._client(context)
+        async for record in request_iterator:
+            client_id = state.client_id if state else record.client_id
+            if state is not None:
+                self.clients.touch(state.client_id)
+            if self._seen.add("telemetry:" + record.telemetry_id):
+                self.link.emit_record(r.TelemetryRecord(
+                    telemetry_id=record.telemetry_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
+                    value=parse_json(record.payload), timestamp=timestamp_of(record)))
+            yield pb.RecordAck(record_ids=[record.telemetry_id])
+
+    async def StreamAttributeRecord(self, request_iterator: AsyncIterator[pb.AttributeRecord],
+                                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
+        state = self._client(context)
+        async for record in request_iterator:
+            client_id = state.client_id if state else record.client_id
+            if self._seen.add("attribute:" + record.attribute_id):
+                self.link.emit_record(r.AttributeRecord(
+                    attribute_id=record.attribute_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
+                    value=parse_json(record.payload), timestamp=timestamp_of(record)))
+            yield pb.RecordAck(record_ids=[record.attribute_id])
+
+    async def StreamInferenceResult(self, request_iterator: AsyncIterator[pb.InferenceResult],
+                                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
+        state = self._client(context)
+        async for result in request_iterator:
+            if self._seen.add("inference:" + result.inference_result_id):
+                task = self.clients.get_task(result.inference_id)
+                sender = self._sender(state, result.node_id)
+                self.link.emit_record(r.PredictionRecord(
+                    prediction_record_id=result.inference_result_id or str(uuid.uuid4()),
+                    prediction_id=(task.batch_id if task else "") or result.inference_id,
+                    model_id=result.model_id or (task.model_id if task else ""), sender=sender,
+                    data={result.key: parse_json(result.payload)} if result.key else parse_json(result.payload),
+                    correlation_id=result.inference_id or None, timestamp=timestamp_of(result)))
+            yield pb.RecordAck(record_ids=[result.inference_result_id])

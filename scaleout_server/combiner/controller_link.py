@@ -1,0 +1,262 @@
+"""The combiner's link to its controller: registration, then a batched feed of events.
+
+Everything a combiner learns from clients (statuses, metrics, validations, updates, liveness)
+travels to the controller as encoded store records (`store.codec.encode`) over one REST call
+per batch. Batching keeps thousands of clients' telemetry to a few requests per second; the
+bounded in-memory queue keeps a controller outage from exhausting the combiner's memory
+(oldest events are dropped first, and drops are logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from scaleout_server.store import codec
+
+log = logging.getLogger(__name__)
+
+BATCH_INTERVAL = 0.2  # seconds between deliveries
+BATCH_MAX = 500  # events per request
+QUEUE_MAX = 100_000  # events kept while the controller is unreachable
+
+
+class EventLink:
+    """Batching and acknowledgement bookkeeping; subclasses say how a batch is delivered.
+
+    `emit` never blocks. `flush` waits until everything emitted before the call is delivered
+    (or dropped), so a round's records are stored before its outcome is returned.
+    """
+
+    def __init__(self, *, batch_interval: float = BATCH_INTERVAL, batch_max: int = BATCH_MAX,
+                 queue_max: int = QUEUE_MAX) -> None:
+        self.combiner_id: str | None = None
+        self.batch_interval = batch_interval
+        self.batch_max = batch_max
+        self._queue: deque[tuple[int, dict[str, Any]]] = deque()
+        self._queue_max = queue_max
+        self._seq = 0  # sequence number of the last event emitted
+        self._done_seq = 0  # every event up to here is delivered or dropped
+        self._dropped = 0
+        self._progress: asyncio.Condition | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- to override -----------------------------------------------------------------------
+    async def connect(self, name: str, host: str, port: int, public_hostname: str) -> dict[str, Any] | None:
+        """Announce the combiner; returns the repository description to open, or None."""
+        return None
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        """Deliver one batch; raise to have it retried."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release transport resources (after `stop`)."""
+
+    # -- producer side ---------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> None:
+        self._seq += 1
+        self._queue.append((self._seq, event))
+        if len(self._queue) > self._queue_max:
+            seq, _ = self._queue.popleft()
+            self._mark_done(seq)
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warning("event queue full (%d): dropped %d oldest event(s) so far; is the controller reachable?",
+                            self._queue_max, self._dropped)
+        if self._wake is not None and len(self._queue) >= self.batch_max:
+            self._wake.set()
+
+    def emit_record(self, record: Any) -> None:
+        self.emit(codec.encode(record))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    async def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every event emitted so far is delivered; False if `timeout` passed first."""
+        target = self._seq
+        if self._done_seq >= target:
+            return True
+        if self._progress is None or self._task is None:
+            return False
+        assert self._wake is not None
+        self._wake.set()
+        try:
+            async with self._progress:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self._done_seq >= target), timeout)
+            return True
+        except TimeoutError:
+            log.warning("event feed not flushed within %.1fs (%d events waiting)", timeout or 0.0, len(self._queue))
+            return False
+
+    # -- delivery loop ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._progress = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="event-feed")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (up to `timeout`), then end the loop."""
+        if self._task is None:
+            return
+        await self.flush(timeout)
+        self._closing = True
+        assert self._wake is not None
+        self._wake.set()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        backoff = 0.0
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), backoff or self.batch_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            while self._queue:
+                batch = [self._queue[i] for i in range(min(self.batch_max, len(self._queue)))]
+                try:
+                    await self.deliver([event for _, event in batch])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # delivery problems must never end the loop
+                    backoff = min(max(backoff * 2, 0.5), 5.0)
+                    log.warning("could not deliver %d event(s) to the controller (%s); retrying in %.1fs",
+                                len(batch), exc, backoff)
+                    break
+                backoff = 0.0
+                # events dropped meanwhile may have shortened the queue: remove exactly what was sent
+                last = batch[-1][0]
+                while self._queue and self._queue[0][0] <= last:
+                    self._queue.popleft()
+                self._mark_done(last)
+                await self._notify()
+
+    def _mark_done(self, seq: int) -> None:
+        self._done_seq = max(self._done_seq, seq)
+
+    async def _notify(self) -> None:
+        assert self._progress is not None
+        async with self._progress:
+            self._progress.notify_all()
+
+
+class BatchRejected(Exception):
+    """The controller refused a batch as malformed; retrying would not help."""
+
+
+class ControllerLink(EventLink):
+    """Registers at `POST {url}/api/v1/combiners/` and posts batches to `.../{combiner_id}/events`."""
+
+    def __init__(self, controller_url: str, *, client: httpx.AsyncClient | None = None,
+                 register_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not controller_url:
+            raise ValueError("a combiner needs the controller's URL: set controller_url "
+                             "(--controller-url or SCALEOUT_CONTROLLER_URL), e.g. http://127.0.0.1:8092")
+        self.url = controller_url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        self._register_timeout = register_timeout
+        self._registration: dict[str, Any] | None = None
+        self._identity: tuple[str, str, int, str] | None = None
+
+    async def connect(self, name: str, host: str, port: int, public_hostname: str) -> dict[str, Any] | None:
+        self._identity = (name, host, port, public_hostname)
+        reply = await self._register()
+        return reply.get("repository") or None
+
+    @property
+    def registration(self) -> dict[str, Any] | None:
+        """The controller's full registration reply (`combiner_id`, `repository`, ...)."""
+        return self._registration
+
+    async def _register(self) -> dict[str, Any]:
+        assert self._identity is not None
+        name, host, port, public_hostname = self._identity
+        body = {"name": name, "host": host, "port": port, "public_hostname": public_hostname}
+        url = f"{self.url}/api/v1/combiners/"
+        delay = 0.5
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = await self._client.post(url, json=body)
+            except httpx.HTTPError as exc:
+                problem = f"not reachable ({type(exc).__name__}: {exc})"
+            else:
+                if resp.status_code < 300:
+                    reply = resp.json()
+                    if not reply.get("combiner_id"):
+                        raise RuntimeError(f"controller at {self.url} answered the registration without a "
+                                           f"combiner_id: {reply!r}")
+                    self._registration = reply
+                    self.combiner_id = str(reply["combiner_id"])
+                    log.info("registered with the controller at %s as combiner %r (id %s)", self.url, name,
+                             self.combiner_id)
+                    return reply
+                if resp.status_code in (408, 429) or resp.status_code >= 500:
+                    problem = f"answered {resp.status_code}"
+                else:
+                    raise RuntimeError(f"controller at {self.url} refused the combiner registration "
+                                       f"({resp.status_code}): {resp.text[:500]}; check controller_url")
+            if self._register_timeout is not None and time.monotonic() - started > self._register_timeout:
+                raise RuntimeError(f"controller at {self.url} {problem}; gave up registering after "
+                                   f"{attempt} attempts")
+            log.warning("controller at %s %s; retrying registration in %.1fs (attempt %d)", self.url, problem,
+                        delay, attempt)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        if self.combiner_id is None:
+            raise RuntimeError("not registered with the controller yet")
+        resp = await self._client.post(f"{self.url}/api/v1/combiners/{self.combiner_id}/events",
+                                       json={"events": events})
+        if resp.status_code == 404 and self._identity is not None:
+            # the controller forgot us (e.g. a fresh store): register again, then retry the batch
+            log.warning("controller does not know combiner %s any more; registering again", self.combiner_id)
+            await self._register()
+            raise RuntimeError("re-registered with the controller")
+        if resp.status_code in (400, 413, 422):
+            log.error("controller rejected %d event(s) (%d): %s; dropping them", len(events), resp.status_code,
+                      resp.text[:500])
+            return
+        resp.raise_for_status()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class CallbackLink(EventLink):
+    """Delivers batches to a function (in a worker thread): the combiner inside the controller's
+    process, or a test collecting events. No registration; pass the repository to the server."""
+
+    def __init__(self, callback: Callable[[list[dict[str, Any]]], Any], combiner_id: str = "local",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._callback = callback
+        self.combiner_id = combiner_id
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._callback, list(events))

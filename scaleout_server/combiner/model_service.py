@@ -1,0 +1,142 @@
+"""The `scaleout.ModelService` servicer: models to clients (Download) and updates from them (Upload).
+
+Downloads stream from the model repository in 1 MiB chunks (under the clients' 4 MiB receive
+limit) and end with a `checksum` trailer so the client can verify what it got. Uploads go to a
+temporary file in the combiner's work folder, are checked (size limit, SHA-256, container id)
+and only then appear under `<model-id>.scm`, where the round picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+import grpc
+
+from scaleout_server.combiner.client_service import metadata_of
+from scaleout_server.combiner.rounds import is_safe_id
+from scaleout_server.repository.base import BlobNotFound, ModelRepository
+from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
+from scaleoututil.protocol import CHUNK_SIZE, MD_CHECKSUM, MD_CLIENT_ID, MD_MODEL_ID
+
+log = logging.getLogger(__name__)
+
+
+class UploadRejected(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ModelService(pb_grpc.ModelServiceServicer):
+    def __init__(self, repository: ModelRepository, updates_dir: Path, max_upload_bytes: int) -> None:
+        self.repository = repository
+        self.updates_dir = updates_dir
+        self.max_upload_bytes = max_upload_bytes
+
+    async def Download(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[pb.FileChunk]:
+        model_id = request.model_id
+        if not is_safe_id(model_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid model id {model_id!r}")
+        try:
+            stream = await asyncio.to_thread(self.repository.open, "models", model_id)
+        except BlobNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {model_id} not found")
+            return
+        digest = hashlib.sha256()
+        sent = 0
+        try:
+            # a raw legacy blob gets no trailer: the client re-wraps it, so no checksum could match
+            container = await asyncio.to_thread(_is_container, stream)
+            while True:
+                chunk = await asyncio.to_thread(stream.read, CHUNK_SIZE)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                sent += len(chunk)
+                yield pb.FileChunk(data=chunk)
+        finally:
+            stream.close()
+        if container:
+            context.set_trailing_metadata(((MD_CHECKSUM, digest.hexdigest()),))
+        log.debug("model %s sent to %s (%d bytes)", model_id, metadata_of(context).get(MD_CLIENT_ID, "?"), sent)
+
+    async def Upload(self, request_iterator: AsyncIterator[pb.FileChunk], context: grpc.aio.ServicerContext
+                     ) -> pb.ModelResponse:
+        md = metadata_of(context)
+        model_id = md.get(MD_MODEL_ID, "")
+        checksum = md.get(MD_CHECKSUM, "").lower()
+        client_id = md.get(MD_CLIENT_ID, "?")
+        try:
+            if not model_id or not checksum:
+                raise UploadRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                     "upload needs metadata 'model-id' (the update's id) and 'checksum' "
+                                     "(sha256 hex of the bytes)")
+            if not is_safe_id(model_id):
+                raise UploadRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"model-id {model_id!r} must be letters, digits, '.', '_' or '-'")
+            size = await self._receive(request_iterator, model_id, checksum)
+        except UploadRejected as exc:
+            log.warning("upload of %r from client %s rejected: %s", model_id, client_id, exc)
+            await context.abort(exc.code, str(exc))
+            raise AssertionError("unreachable") from exc
+        log.info("model update %s received from client %s (%d bytes)", model_id, client_id, size)
+        return pb.ModelResponse(status=pb.OK, message=f"model {model_id} received")
+
+    async def _receive(self, chunks: AsyncIterator[pb.FileChunk], model_id: str, checksum: str) -> int:
+        self.updates_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.updates_dir / f".{model_id}.{uuid.uuid4().hex[:8]}.part"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                async for chunk in chunks:
+                    data = chunk.data
+                    if not data:
+                        continue
+                    size += len(data)
+                    if size > self.max_upload_bytes:
+                        raise UploadRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                             f"upload exceeds the combiner's limit of {self.max_upload_bytes} bytes "
+                                             "(max_upload_bytes)")
+                    digest.update(data)
+                    out.write(data)
+            if digest.hexdigest() != checksum:
+                raise UploadRejected(grpc.StatusCode.DATA_LOSS,
+                                     f"checksum mismatch: received {size} bytes with sha256 {digest.hexdigest()}, "
+                                     f"metadata says {checksum}")
+            await asyncio.to_thread(_check_container, tmp, model_id)
+            os.replace(tmp, self.updates_dir / f"{model_id}.scm")
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size
+
+
+def _is_container(stream: BinaryIO) -> bool:
+    from scaleoututil.model import is_container
+
+    if not stream.seekable():
+        return True  # repository models are containers; only a seekable stream can be inspected
+    return is_container(stream)
+
+
+def _check_container(path: Path, model_id: str) -> None:
+    from scaleoututil.model import InvalidModel, read_container_metadata
+
+    try:
+        with open(path, "rb") as stream:
+            meta = read_container_metadata(stream)
+    except (InvalidModel, ValueError, OSError) as exc:
+        raise UploadRejected(grpc.StatusCode.INVALID_ARGUMENT, f"upload is not a model container: {exc}") from exc
+    if meta.get("model_id") != model_id:
+        raise UploadRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"container metadata model_id {meta.get('model_id')!r} does not match "
+                             f"metadata 'model-id' {model_id!r}")

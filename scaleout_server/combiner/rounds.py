@@ -1,0 +1,503 @@
+"""Rounds and task batches on one combiner: queue the tasks, wait for the results, aggregate.
+
+A round lives exactly as long as its `RunRound` call. Updates are folded into the strategy as
+they arrive (one update in memory at a time); an update for a round that is no longer open is
+logged and deleted, never carried into a later round. Every wait is bounded by the round's (or
+batch's) timeout, and an aborted session ends its rounds at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import shutil
+import tempfile
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from scaleout_server.aggregation.base import Strategy
+from scaleout_server.aggregation.registry import make_strategy
+from scaleout_server.combiner.client_manager import ClientManager, Task, now
+from scaleout_server.combiner.controller_link import EventLink
+from scaleout_server.repository.base import BlobNotFound, ModelRepository
+from scaleout_server.store import records as r
+from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.protocol import TaskStatus, TaskType
+
+log = logging.getLogger(__name__)
+
+UPDATE_GRACE = 10.0  # after a COMPLETED report, wait this long for the task's ModelUpdate
+DEFAULT_BATCH_TIMEOUT = 300.0  # RunTasks without a positive timeout
+FLUSH_TIMEOUT = 5.0  # wait at most this long for the controller to take a round's records
+DEFAULT_HELPER = "numpyhelper"
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NOT_CONNECTED = "client not connected to this combiner"
+
+
+def is_safe_id(value: str) -> bool:
+    """Ids that are also file names: no separators, no leading dot."""
+    return bool(SAFE_ID.match(value or ""))
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+@dataclass(eq=False)
+class TaskGroup:
+    """Tasks one Control call waits for; `changed` wakes the waiting call."""
+
+    group_id: str
+    session_id: str
+    tasks: dict[str, Task] = field(default_factory=dict)  # by correlation id
+    results: list[pb.TaskResult] = field(default_factory=list)  # clients that got no task
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    aborted: bool = False
+
+    def add(self, task: Task) -> None:
+        task.group_id = self.group_id
+        task.on_change = self._on_change
+        self.tasks[task.correlation_id] = task
+
+    def _on_change(self, task: Task) -> None:
+        self.changed.set()
+
+
+@dataclass(eq=False)
+class Accepted:
+    info: pb.UpdateInfo
+    path: Path
+
+
+@dataclass(eq=False)
+class RoundState(TaskGroup):
+    buffer: int = 0
+    grace: float = UPDATE_GRACE
+    delete_models: bool = True
+    updates: dict[str, Accepted] = field(default_factory=dict)  # by correlation id, in arrival order
+    rejected: dict[str, str] = field(default_factory=dict)  # correlation id -> error
+    queue: asyncio.Queue[Accepted | None] = field(default_factory=asyncio.Queue)
+
+    def settled(self, task: Task, at: float) -> bool:
+        cid = task.correlation_id
+        if cid in self.updates or cid in self.rejected:
+            return True
+        if not task.done:
+            return False
+        if task.status == TaskStatus.COMPLETED and task.reported_at is not None:
+            return at - task.reported_at >= self.grace  # the update may still be on its way
+        return True
+
+    def next_grace_end(self) -> float | None:
+        ends = [t.reported_at + self.grace for t in self.tasks.values()
+                if t.done and t.reported_at is not None and t.status == TaskStatus.COMPLETED
+                and t.correlation_id not in self.updates and t.correlation_id not in self.rejected]
+        return min(ends) if ends else None
+
+    def finished(self) -> bool:
+        if self.aborted:
+            return True
+        if self.buffer > 0 and len(self.updates) >= self.buffer:
+            return True
+        at = now()
+        return all(self.settled(t, at) for t in self.tasks.values())
+
+
+class Rounds:
+    """The open rounds and task batches of this combiner, and how Control calls run them."""
+
+    def __init__(self, clients: ClientManager, repository: ModelRepository, link: EventLink, updates_dir: Path,
+                 *, update_grace: float = UPDATE_GRACE) -> None:
+        self.clients = clients
+        self.repository = repository
+        self.link = link
+        self.updates_dir = updates_dir
+        self.update_grace = update_grace
+        self.open: dict[str, TaskGroup] = {}
+        self._seen_updates: OrderedDict[str, None] = OrderedDict()
+        self._session_state: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+
+    def update_path(self, model_id: str) -> Path:
+        return self.updates_dir / f"{model_id}.scm"
+
+    # -- RunRound --------------------------------------------------------------------------
+    async def run_round(self, spec: pb.RoundSpec) -> pb.RoundOutcome:
+        started = now()
+        tag = f"session {spec.session_id} round {spec.round_id}"
+        try:
+            kwargs = _json_object(spec.aggregator_kwargs, "aggregator_kwargs")
+            client_settings = _json_object(spec.client_settings, "client_settings")
+            helper_type = (spec.helper_type or await asyncio.to_thread(self._model_helper_type, spec.model_id)
+                           or DEFAULT_HELPER)
+            helper = _get_helper(helper_type)
+            strategy = make_strategy(spec.aggregator or "fedavg", helper, kwargs)
+            self._restore_state(spec.session_id, strategy)
+            global_params = await asyncio.to_thread(self._load_global, spec.model_id, helper)
+            strategy.begin(global_params)
+            del global_params
+            client_settings = strategy.configure(client_settings)
+        except Exception as exc:  # a bad spec or model: the controller gets the reason, not a gRPC failure
+            log.error("%s: cannot start: %s", tag, exc)
+            return pb.RoundOutcome(error=str(exc))
+
+        group = RoundState(group_id=f"round:{spec.round_id or uuid.uuid4()}:{uuid.uuid4().hex[:8]}",
+                           session_id=spec.session_id, grace=self.update_grace, delete_models=spec.delete_models)
+        data = json.dumps({"client_settings": client_settings, "round_id": spec.round_id,
+                           "session_id": spec.session_id, "model_id": spec.model_id, "helper_type": helper_type})
+        for client_id in _unique(spec.client_ids):
+            if not self.clients.is_active(client_id):
+                group.results.append(pb.TaskResult(client_id=client_id, status=TaskStatus.FAILED.value,
+                                                   response=_error(NOT_CONNECTED), client_name=self._name(client_id)))
+                continue
+            task = Task(client_id=client_id, correlation_id=str(uuid.uuid4()), type=TaskType.MODEL_UPDATE.value,
+                        model_id=spec.model_id, session_id=spec.session_id, round_id=spec.round_id, data=data)
+            group.add(task)
+        group.buffer = len(group.tasks) if spec.buffer_size <= 0 else min(spec.buffer_size, len(group.tasks))
+        self.open[group.group_id] = group
+        for task in group.tasks.values():
+            self.clients.submit(task)
+        log.info("%s: %d training task(s) queued (model %s, aggregator %s, waiting for %d update(s), timeout %.0fs)",
+                 tag, len(group.tasks), spec.model_id, strategy.name, group.buffer, spec.round_timeout)
+
+        folded: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        agg_time = [0.0]
+        worker = asyncio.create_task(self._fold_updates(group, strategy, helper, folded, failed, agg_time))
+        try:
+            await self._wait(group, spec.round_timeout if spec.round_timeout > 0 else 180.0)
+        except BaseException:  # cancelled: no task of a closed round may stay queued or running
+            self._close(group)
+            self._stop_tasks(group, TaskStatus.TIMEOUT.value)
+            worker.cancel()
+            raise
+        self._close(group)
+        stop_status = TaskStatus.INTERRUPTED.value if group.aborted else TaskStatus.TIMEOUT.value
+        stopped = self._stop_tasks(group, stop_status)
+        group.queue.put_nowait(None)
+        time_wait = now() - started
+        await worker
+
+        outcome = pb.RoundOutcome(updates_expected=group.buffer, time_wait=time_wait, aborted=group.aborted)
+        t0 = now()
+        try:
+            params = strategy.result() if folded else None
+            if params is not None:
+                model_id = str(uuid.uuid4())
+                await asyncio.to_thread(self._write_model, params, helper, helper_type, model_id)
+                outcome.model_id = model_id
+            self._keep_state(spec.session_id, strategy)
+        except Exception as exc:
+            log.exception("%s: aggregation failed", tag)
+            outcome.error = f"aggregation failed: {exc}"
+        agg_time[0] += now() - t0
+        outcome.time_aggregation = agg_time[0]
+        for cid, accepted in group.updates.items():
+            if cid in folded:
+                outcome.updates.append(accepted.info)
+                outcome.num_examples += folded[cid]
+        outcome.tasks.extend(group.results)
+        for task in group.tasks.values():
+            outcome.tasks.append(self._task_result(group, task, stopped, stop_status, failed))
+        if not group.tasks and not outcome.error:
+            outcome.error = f"none of the {len(spec.client_ids)} selected client(s) is connected to this combiner"
+        await self.link.flush(FLUSH_TIMEOUT)
+        log.info("%s: %s with %d update(s) (%.0f examples) in %.1fs%s", tag,
+                 f"model {outcome.model_id}" if outcome.model_id else "no model", len(outcome.updates),
+                 outcome.num_examples, now() - started, " [aborted]" if group.aborted else "")
+        return outcome
+
+    def _stop_tasks(self, group: RoundState, status: str) -> set[str]:
+        """Abort the round's tasks that are neither finished nor answered by an update."""
+        stopped = set()
+        for task in group.tasks.values():
+            cid = task.correlation_id
+            if not task.done and cid not in group.updates and cid not in group.rejected:
+                stopped.add(cid)
+                self.clients.abort(task, status)
+        return stopped
+
+    def _task_result(self, group: RoundState, task: Task, stopped: set[str], stop_status: str,
+                     failed: dict[str, str]) -> pb.TaskResult:
+        cid = task.correlation_id
+        result = pb.TaskResult(client_id=task.client_id, correlation_id=cid, client_name=self._name(task.client_id),
+                               status=task.status, response=task.response)
+        if cid in stopped:
+            result.status = stop_status
+        elif cid in group.rejected or cid in failed:
+            result.status = TaskStatus.FAILED.value
+            result.response = _error(group.rejected.get(cid) or failed[cid])
+        elif cid in group.updates:
+            result.status = TaskStatus.COMPLETED.value
+        return result
+
+    async def _wait(self, group: TaskGroup, timeout: float) -> None:
+        deadline = now() + timeout
+        while True:
+            group.changed.clear()
+            if self._group_finished(group):
+                return
+            remaining = deadline - now()
+            if remaining <= 0:
+                return
+            wake_at = group.next_grace_end() if isinstance(group, RoundState) else None
+            wait = remaining if wake_at is None else max(0.01, min(remaining, wake_at - now() + 0.01))
+            try:
+                await asyncio.wait_for(group.changed.wait(), wait)
+            except TimeoutError:
+                pass
+
+    @staticmethod
+    def _group_finished(group: TaskGroup) -> bool:
+        if isinstance(group, RoundState):
+            return group.finished()
+        return group.aborted or all(t.done for t in group.tasks.values())
+
+    def _close(self, group: TaskGroup) -> None:
+        group.closed = True
+        self.open.pop(group.group_id, None)
+
+    async def _fold_updates(self, group: RoundState, strategy: Strategy, helper: Any, folded: dict[str, float],
+                            failed: dict[str, str], agg_time: list[float]) -> None:
+        """Fold each accepted update into the strategy, one at a time, off the event loop."""
+        while True:
+            accepted = await group.queue.get()
+            if accepted is None:
+                return
+            info = accepted.info
+            t0 = now()
+            try:
+                await asyncio.to_thread(self._fold_one, strategy, helper, accepted)
+                folded[info.correlation_id] = info.num_examples
+            except Exception as exc:
+                log.error("update %s from client %s could not be aggregated: %s", info.model_update_id,
+                          info.client_id, exc)
+                failed[info.correlation_id] = f"update {info.model_update_id} could not be aggregated: {exc}"
+            finally:
+                agg_time[0] += now() - t0
+                if group.delete_models:
+                    accepted.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _fold_one(strategy: Strategy, helper: Any, accepted: Accepted) -> None:
+        with open(accepted.path, "rb") as stream:
+            params = load_params(helper, stream)
+        strategy.accumulate(params, accepted.info.num_examples, json.loads(accepted.info.meta or "{}"))
+
+    def _load_global(self, model_id: str, helper: Any) -> Any:
+        if not model_id:
+            raise ValueError("the round has no model_id to train from")
+        try:
+            stream = self.repository.open("models", model_id)
+        except BlobNotFound as exc:
+            raise ValueError(f"global model {model_id} is not in the model repository") from exc
+        with stream:
+            return load_params(helper, stream)
+
+    def _model_helper_type(self, model_id: str) -> str | None:
+        """The helper named in a stored container's metadata (None when absent or unreadable)."""
+        from scaleoututil.model import InvalidModel, is_container, read_container_metadata
+
+        try:
+            with self.repository.open("models", model_id) as stream:
+                if stream.seekable() and is_container(stream):
+                    value = read_container_metadata(stream).get("helper_type")
+                    return value if isinstance(value, str) and value else None
+        except (BlobNotFound, InvalidModel, OSError, ValueError):
+            return None
+        return None
+
+    def _write_model(self, params: Any, helper: Any, helper_type: str, model_id: str) -> None:
+        from scaleoututil.model import write_container
+
+        self.updates_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.updates_dir, prefix=".aggregate-") as tmp:
+            raw = Path(tmp) / "training_model.bin"
+            with open(raw, "wb") as out:
+                helper.save(params, out)
+            container = Path(tmp) / "model.scm"
+            with open(raw, "rb") as training, open(container, "wb") as out:
+                write_container(out, model_id, training, helper_type=helper_type)
+            with open(container, "rb") as stream:
+                self.repository.put("models", model_id, stream)
+
+    def _restore_state(self, session_id: str, strategy: Strategy) -> None:
+        kept = self._session_state.get(session_id)
+        if kept is not None and kept[0] == strategy.name:
+            strategy.load_state_dict(kept[1])
+
+    def _keep_state(self, session_id: str, strategy: Strategy) -> None:
+        if not session_id:
+            return
+        state = strategy.state_dict()
+        if state:
+            self._session_state[session_id] = (strategy.name, state)
+            self._session_state.move_to_end(session_id)
+            while len(self._session_state) > 32:
+                self._session_state.popitem(last=False)
+
+    # -- model updates (from SendModelUpdate) ----------------------------------------------
+    def receive_update(self, msg: pb.ModelUpdate, client_id: str, client_name: str) -> str:
+        """Accept one ModelUpdate into its open round; returns a short note for the Response."""
+        uid = msg.model_update_id
+        if not is_safe_id(uid):
+            log.warning("client %s sent a ModelUpdate with an unusable model_update_id %r; ignored", client_id, uid)
+            return "ignored: bad model_update_id"
+        if uid in self._seen_updates:
+            return "duplicate update, already received"
+        path = self.update_path(uid)
+        task = self.clients.get_task(msg.correlation_id)
+        group = self.open.get(task.group_id) if task is not None else None
+        if task is None or not isinstance(group, RoundState) or group.closed:
+            log.warning("update %s from client %s (correlation %s, round %s) arrived for a round that is not "
+                        "open on this combiner; ignored", uid, client_id, msg.correlation_id, msg.round_id)
+            path.unlink(missing_ok=True)
+            return "ignored: round not open"
+        self._remember_update(uid)
+        cid = task.correlation_id
+        if cid in group.updates or cid in group.rejected:
+            log.warning("client %s sent a second update (%s) for task %s; ignored", client_id, uid, cid)
+            path.unlink(missing_ok=True)
+            return "ignored: task already has an update"
+        try:
+            meta = json.loads(msg.meta or "{}")
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not a JSON object")
+        except ValueError as exc:
+            return self._reject(group, task, path, f"update meta is not valid JSON ({exc})")
+        training = meta.get("training_metadata")
+        num = training.get("num_examples") if isinstance(training, dict) else None
+        if isinstance(num, bool) or not isinstance(num, (int, float)) or not num > 0:
+            return self._reject(group, task, path, "update metadata must contain training_metadata.num_examples > 0 "
+                                f"(got {num!r}); return it from the train callback")
+        if not path.exists():
+            return self._reject(group, task, path, f"model {uid} was not uploaded to this combiner before "
+                                "SendModelUpdate")
+        info = pb.UpdateInfo(client_id=client_id, model_update_id=uid, correlation_id=cid, num_examples=float(num),
+                             meta=json.dumps(meta), client_name=client_name)
+        accepted = Accepted(info=info, path=path)
+        group.updates[cid] = accepted
+        group.queue.put_nowait(accepted)
+        group.changed.set()
+        self.link.emit_record(r.UpdateRecord(update_id=uid, round_id=task.round_id, session_id=task.session_id,
+                                             client_id=client_id, model_id=msg.model_id or task.model_id,
+                                             correlation_id=cid, num_examples=float(num), meta=meta))
+        log.info("update %s from client %s accepted for round %s (%d/%d)", uid, client_name, task.round_id,
+                 len(group.updates), group.buffer)
+        return "update received"
+
+    def _reject(self, group: RoundState, task: Task, path: Path, error: str) -> str:
+        log.warning("update for task %s from client %s rejected: %s", task.correlation_id, task.client_id, error)
+        group.rejected[task.correlation_id] = error
+        group.changed.set()
+        path.unlink(missing_ok=True)
+        return f"rejected: {error}"
+
+    def _remember_update(self, uid: str) -> None:
+        self._seen_updates[uid] = None
+        while len(self._seen_updates) > 100_000:
+            self._seen_updates.popitem(last=False)
+
+    # -- RunTasks --------------------------------------------------------------------------
+    async def run_tasks(self, spec: pb.TaskBatchSpec) -> pb.TaskBatchOutcome:
+        batch_id = spec.batch_id or str(uuid.uuid4())
+        group = TaskGroup(group_id=f"batch:{batch_id}:{uuid.uuid4().hex[:8]}", session_id=spec.session_id)
+        data = spec.data or "{}"
+        for client_id in _unique(spec.client_ids):
+            if not self.clients.is_active(client_id):
+                group.results.append(pb.TaskResult(client_id=client_id, status=TaskStatus.FAILED.value,
+                                                   response=_error(NOT_CONNECTED), client_name=self._name(client_id)))
+                continue
+            group.add(Task(client_id=client_id, correlation_id=str(uuid.uuid4()), type=spec.type,
+                           model_id=spec.model_id, session_id=spec.session_id, round_id=spec.round_id, data=data,
+                           batch_id=batch_id))
+        self.open[group.group_id] = group
+        for task in group.tasks.values():
+            self.clients.submit(task)
+        timeout = spec.timeout if spec.timeout > 0 else DEFAULT_BATCH_TIMEOUT
+        log.info("batch %s: %d %s task(s) queued (timeout %.0fs)", batch_id, len(group.tasks), spec.type, timeout)
+        try:
+            await self._wait(group, timeout)
+        finally:
+            self._close(group)
+        stop_status = TaskStatus.INTERRUPTED.value if group.aborted else TaskStatus.TIMEOUT.value
+        out = pb.TaskBatchOutcome(results=group.results)
+        for task in group.tasks.values():
+            status = task.status
+            if not task.done:
+                self.clients.abort(task, stop_status)
+                status = stop_status
+            out.results.append(pb.TaskResult(client_id=task.client_id, correlation_id=task.correlation_id,
+                                             status=status, response=task.response,
+                                             client_name=self._name(task.client_id)))
+        await self.link.flush(FLUSH_TIMEOUT)
+        return out
+
+    # -- AbortSession ----------------------------------------------------------------------
+    def abort_session(self, session_id: str) -> int:
+        """Drop the session's queued tasks, tell running ones to stop, end its open rounds; returns the
+        number of tasks affected."""
+        count = 0
+        for group in list(self.open.values()):
+            if group.session_id == session_id:
+                group.aborted = True
+                group.changed.set()
+        for state in self.clients.clients.values():
+            for task in [*state.pending, *state.in_flight.values()]:
+                if task.session_id == session_id and not task.done:
+                    self.clients.abort(task, TaskStatus.INTERRUPTED.value)
+                    count += 1
+        log.info("session %s aborted: %d task(s) stopped", session_id, count)
+        return count
+
+    def _name(self, client_id: str) -> str:
+        state = self.clients.clients.get(client_id)
+        return state.name if state is not None else ""
+
+
+def load_params(helper: Any, stream: BinaryIO) -> Any:
+    """Params of a container (or of raw helper bytes), through a seekable temporary copy."""
+    from scaleoututil.model import is_container, open_training_model
+
+    with tempfile.TemporaryFile() as tmp:
+        if stream.seekable() and is_container(stream):
+            with open_training_model(stream) as training:
+                shutil.copyfileobj(training, tmp, 1024 * 1024)
+        else:
+            shutil.copyfileobj(stream, tmp, 1024 * 1024)
+        tmp.seek(0)
+        return helper.load(tmp)
+
+
+def _get_helper(helper_type: str) -> Any:
+    from scaleoututil.helpers.helpers import get_helper
+
+    try:
+        return get_helper(helper_type)
+    except (ImportError, ModuleNotFoundError, KeyError) as exc:
+        raise ValueError(f"unknown helper {helper_type!r}: {exc}") from exc
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in ids if i))
+

@@ -1,0 +1,295 @@
+"""Start and stop a combiner: one grpc.aio server with the client, model and control services.
+
+Start-up order: bind the port, start serving, then register with the controller (which returns
+the model repository to open), so a client the controller assigns here never finds the port
+closed. Tests and the single-process `server start` pass the repository and an event link
+explicitly and skip registration (`CombinerServer(settings, repository=..., link=CallbackLink(...))`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from scaleout_server.combiner.client_manager import ClientManager
+from scaleout_server.combiner.client_service import CombinerClientService
+from scaleout_server.combiner.control_service import ControlService
+from scaleout_server.combiner.controller_link import ControllerLink, EventLink
+from scaleout_server.combiner.model_service import ModelService
+from scaleout_server.combiner.rounds import Rounds
+from scaleout_server.repository.base import ModelRepository
+from scaleout_server.settings import ServerSettings
+from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [
+    # the official client pings every 5 s, also between calls; stricter limits end in GOAWAY too_many_pings
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+]
+LOAD_INTERVAL = 2.0
+SWEEP_INTERVAL = 1.0
+ORPHAN_UPLOAD_AGE = 6 * 3600.0  # uploads never claimed by a ModelUpdate are deleted after this
+
+
+def updates_dir_for(settings: ServerSettings) -> Path:
+    return Path(settings.data_dir) / f"combiner-{settings.combiner_name}" / "updates"
+
+
+def public_hostname_for(settings: ServerSettings) -> str:
+    if settings.public_hostname:
+        return settings.public_hostname
+    if settings.host in ("", "0.0.0.0", "::", "[::]"):
+        return socket.getfqdn()
+    return settings.host
+
+
+class CombinerServer:
+    """One combiner. `await start()` returns the bound port; `await stop()` ends it gracefully."""
+
+    def __init__(self, settings: ServerSettings, *, repository: ModelRepository | None = None,
+                 link: EventLink | None = None, control_token: str | None = None,
+                 update_grace: float | None = None) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.link = link if link is not None else ControllerLink(settings.controller_url)
+        self.control_token = control_token
+        self.updates_dir = updates_dir_for(settings)
+        self.port = 0
+        self.clients = ClientManager(settings.client_offline_after, emit=self.link.emit)
+        self.rounds = Rounds(self.clients, repository, self.link, self.updates_dir)  # type: ignore[arg-type]
+        if update_grace is not None:
+            self.rounds.update_grace = update_grace
+        self.model_service = ModelService(repository, self.updates_dir, settings.max_upload_bytes)  # type: ignore[arg-type]
+        self.control_service = ControlService(self.clients, self.rounds, control_token)
+        self._server: grpc.aio.Server | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        settings = self.settings
+        self._prepare_work_dir()
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_CombinerClientServicer_to_server(CombinerClientService(self.clients, self.rounds, self.link),
+                                                     server)
+        pb_grpc.add_ModelServiceServicer_to_server(self.model_service, server)
+        pb_grpc.add_ControlServicer_to_server(self.control_service, server)
+        address = f"{settings.host}:{settings.combiner_port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise RuntimeError(f"combiner cannot listen on {address}: {exc}; is the port in use?") from exc
+        if not self.port:
+            raise RuntimeError(f"combiner cannot listen on {address}; is the port in use?")
+        await server.start()
+        self._server = server
+        public = public_hostname_for(settings)
+        log.info("combiner %r serving gRPC on %s:%d (clients dial %s:%d)", settings.combiner_name, settings.host,
+                 self.port, public, self.port)
+        try:
+            description = await self.link.connect(settings.combiner_name, settings.host, self.port, public)
+            if self.repository is None:
+                if description is None:
+                    raise ValueError("no model repository: pass one, or register with a controller that names it")
+                from scaleout_server.repository.factory import make_repository
+
+                self.repository = make_repository(description)
+                log.info("model repository: %s", description)
+            if isinstance(self.link, ControllerLink) and self.control_token is None:
+                token = (self.link.registration or {}).get("control_token")
+                self.control_service.control_token = token or None
+        except BaseException:
+            await server.stop(0)
+            raise
+        self.rounds.repository = self.repository
+        self.model_service.repository = self.repository
+        self.link.start()
+        self._background = [asyncio.create_task(self._report_load(), name="combiner-load"),
+                            asyncio.create_task(self._sweep(), name="combiner-sweep")]
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Answer waiting polls, let running calls finish for up to `grace` seconds, deliver queued events."""
+        self.clients.closing = True
+        self.clients.wake_all()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._background = []
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        await self.link.stop()
+        await self.link.aclose()
+        self._stopped.set()
+        log.info("combiner %r stopped", self.settings.combiner_name)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def _prepare_work_dir(self) -> None:
+        """Uploads left by an earlier run belong to rounds that no longer exist."""
+        self.updates_dir.mkdir(parents=True, exist_ok=True)
+        stale = [p for p in self.updates_dir.iterdir() if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            log.info("removed %d stale upload(s) from %s", len(stale), self.updates_dir)
+
+    async def _report_load(self) -> None:
+        while True:
+            try:
+                self.link.emit({"kind": "combiner_load", "data": {"load": len(self.clients.active_clients())}})
+            except Exception:
+                log.exception("could not report the combiner load")
+            await asyncio.sleep(LOAD_INTERVAL)
+
+    async def _sweep(self) -> None:
+        last_cleanup = time.monotonic()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                self.clients.sweep()
+                if time.monotonic() - last_cleanup > 60:
+                    last_cleanup = time.monotonic()
+                    await asyncio.to_thread(self._delete_orphans)
+            except Exception:  # the sweeper must survive any one failure
+                log.exception("combiner sweep failed")
+
+    def _delete_orphans(self) -> None:
+        in_use = {str(a.path) for g in list(self.rounds.open.values()) for a in getattr(g, "updates", {}).values()}
+        cutoff = time.time() - ORPHAN_UPLOAD_AGE
+        for path in self.updates_dir.iterdir():
+            try:
+                if str(path) not in in_use and path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    log.info("deleted upload %s: never claimed by a model update", path.name)
+            except OSError:
+                continue
+
+
+async def serve(settings: ServerSettings, stop_event: asyncio.Event | threading.Event | None = None, *,
+                repository: ModelRepository | None = None, link: EventLink | None = None,
+                ready: Any = None) -> None:
+    """Run a combiner until `stop_event` is set (forever without one). `ready(port)` is called once serving."""
+    server = CombinerServer(settings, repository=repository, link=link)
+    await server.start()
+    if ready is not None:
+        ready(server.port)
+    try:
+        if stop_event is None:
+            await asyncio.Event().wait()
+        elif isinstance(stop_event, asyncio.Event):
+            await stop_event.wait()
+        else:
+            while not stop_event.is_set():
+                await asyncio.sleep(0.2)
+    finally:
+        await server.stop()
+
+
+def run_combiner(settings: ServerSettings) -> None:
+    """Blocking entry point for `scaleout combiner start`: serve until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+        await serve(settings, stop)
+
+    asyncio.run(main())
+
+
+class CombinerThread:
+    """A combiner on its own event loop in a background thread (tests, single-process server).
+
+    `start()` returns the bound port once the server is serving; `stop()` ends it and joins.
+    """
+
+    def __init__(self, settings: ServerSettings, *, repository: ModelRepository | None = None,
+                 link: EventLink | None = None, **kwargs: Any) -> None:
+        self.settings = settings
+        self._kwargs = {"repository": repository, "link": link, **kwargs}
+        self.server: CombinerServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port if self.server is not None else 0
+
+    def start(self, timeout: float = 60.0) -> int:
+        self._thread = threading.Thread(target=self._run, name=f"combiner-{self.settings.combiner_name}",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"combiner did not start within {timeout}s")
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:
+            self._error = exc
+            log.exception("combiner thread ended with an error")
+        finally:
+            self._ready.set()
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self.server = CombinerServer(self.settings, **self._kwargs)
+        await self.server.start()
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.stop(grace=1.0)
+
+    def call(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run a coroutine on the combiner's loop from another thread and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.loop is not None and self._stop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> CombinerThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
