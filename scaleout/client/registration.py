@@ -1,0 +1,367 @@
+"""The REST half of client start: token exchange, registration with the controller, package download.
+
+Every failure here ends as a RegistrationError whose message says what went wrong and what to do,
+because this is where a misconfigured client (wrong URL, bad token, no package) is caught.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from scaleout.client.connection import Backoff
+
+logger = logging.getLogger(__name__)
+
+REST_TIMEOUT = 10.0
+REFRESH_MARGIN = 30.0  # refresh the access token when fewer seconds than this remain
+REFRESH_COOLDOWN = 10.0  # after a failed refresh, keep the old token this long before trying again
+DEFAULT_TOKEN_LIFETIME = 3600.0
+PACKAGE_MISSING_INTERVAL = 3.0
+UNREACHABLE_WINDOW = 60.0
+WIRE_CLIENT_VERSION = "1.1.0"  # the client protocol we speak; servers check compatibility against it
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+PACKAGE_SUFFIXES = (".tgz", ".tar.gz", ".tar.bz2")
+PACKAGES_DIR = Path(".scaleout") / "packages"
+ARCHIVE_DIR = Path(".scaleout") / "package_archive"
+
+
+class RegistrationError(Exception):
+    """Start-up cannot continue; the message tells the user what to fix."""
+
+
+class StartupInterrupted(RegistrationError):
+    """The user stopped the client (Ctrl-C / SIGTERM) while it was still starting."""
+
+
+def api_base_url(url: str, port: int | str | None = None) -> str:
+    """Normalise a controller URL: add a scheme (http for localhost, https elsewhere) and `port` if given."""
+    url = url.strip().rstrip("/")
+    if not url:
+        raise RegistrationError("the API URL is empty: pass --api-url, e.g. http://127.0.0.1:8092")
+    if "://" not in url:
+        host = url.split("/")[0].split(":")[0].lower()
+        url = ("http://" if host in LOCAL_HOSTS else "https://") + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RegistrationError(f"'{url}' is not a valid API URL: use e.g. http://127.0.0.1:8092")
+    if port not in (None, ""):
+        try:
+            port_number = int(port)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise RegistrationError(f"--api-port must be a number, not {port!r}") from exc
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        parts = parts._replace(netloc=f"{host}:{port_number}")
+    return urlunsplit(parts).rstrip("/")
+
+
+def _message(response: requests.Response) -> str:
+    """The server's explanation: `message` (or `detail`) of a JSON body, else the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or f"HTTP {response.status_code}"
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])
+    return json.dumps(body)[:500]
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT (unverified: only used to know when to refresh)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, json.JSONDecodeError):
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+class TokenManager:
+    """Exchanges the refresh token given with --token for short-lived access tokens, and renews them.
+
+    `access_token()` is called for every gRPC call and REST request; it refreshes when fewer than
+    30 s remain. A refresh that fails for a network reason keeps the old token while it is valid.
+    """
+
+    def __init__(self, api_url: str, refresh_token: str, *, timeout: float = REST_TIMEOUT,
+                 session: requests.Session | None = None) -> None:
+        self.url = f"{api_url}/api/auth/refresh"
+        self._refresh_token = refresh_token
+        self._timeout = timeout
+        self._session = session or requests.Session()
+        self._lock = threading.Lock()
+        self._access: str | None = None
+        self._expires_at = 0.0
+        self._next_attempt = 0.0
+
+    def access_token(self) -> str:
+        with self._lock:
+            now = time.time()
+            if self._access is not None and now < self._expires_at - REFRESH_MARGIN:
+                return self._access
+            if self._access is not None and now < self._next_attempt and now < self._expires_at:
+                return self._access  # last refresh failed recently; the old token still works
+            try:
+                self._refresh_locked()
+            except RegistrationError:
+                if self._access is not None and time.time() < self._expires_at:
+                    self._next_attempt = time.time() + REFRESH_COOLDOWN
+                    logger.warning("could not refresh the access token; using the current one until it expires")
+                    return self._access
+                raise
+            assert self._access is not None
+            return self._access
+
+    def refresh(self) -> None:
+        """Get a new access token now (e.g. after the combiner said UNAUTHENTICATED)."""
+        with self._lock:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
+        try:
+            response = self._session.post(self.url, json={"refresh_token": self._refresh_token, "role": "client"},
+                                          timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise RegistrationError(f"could not reach {self.url} to exchange the token: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            raise RegistrationError(f"the server refused the token ({response.status_code} from {self.url}: "
+                                    f"{_message(response)}); check --token")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise RegistrationError(f"{self.url} answered without JSON: {response.text[:200]!r}") from exc
+        access = (body.get("access_token") or body.get("access")) if isinstance(body, dict) else None
+        if not access:
+            raise RegistrationError(f"{self.url} returned no access_token")
+        rotated = body.get("refresh_token") or body.get("refresh")
+        if rotated:
+            self._refresh_token = rotated
+        expires = _jwt_expiry(access)
+        if expires is None:
+            lifetime = body.get("expires_in")
+            expires = time.time() + (float(lifetime) if isinstance(lifetime, int | float) else DEFAULT_TOKEN_LIFETIME)
+        self._access = access
+        self._expires_at = expires
+        self._next_attempt = 0.0
+
+
+@dataclass
+class Assignment:
+    """What /clients/add answered: who we are and which combiner to dial."""
+
+    client_id: str
+    host: str
+    port: int
+    grpc_secure: bool | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _headers(token: TokenManager | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token.access_token()}"} if token is not None else {}
+
+
+def _sleep(stop: threading.Event | None, seconds: float) -> None:
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise StartupInterrupted("stopped while starting")
+
+
+def register_client(api_url: str, body: dict[str, Any], *, token: TokenManager | None = None,
+                    stop: threading.Event | None = None, unreachable_window: float = UNREACHABLE_WINDOW,
+                    package_missing_interval: float = PACKAGE_MISSING_INTERVAL,
+                    session: requests.Session | None = None) -> Assignment:
+    """POST {api}/api/v1/clients/add until the controller assigns a combiner.
+
+    200 -> Assignment; 203 (no compute package yet) -> wait and retry; other 4xx -> RegistrationError
+    with the server's message; 429/5xx/unreachable -> retry with back-off for `unreachable_window` s.
+    """
+    url = f"{api_url}/api/v1/clients/add"
+    session = session or requests.Session()
+    backoff = Backoff(start=1.0, cap=8.0)
+    first_failure: float | None = None
+    told_missing = False
+    while True:
+        if stop is not None and stop.is_set():
+            raise StartupInterrupted("stopped while registering")
+        problem: str
+        try:
+            response = session.post(url, json=body, headers=_headers(token), timeout=REST_TIMEOUT)
+        except requests.RequestException as exc:
+            problem = f"controller at {api_url} not reachable ({type(exc).__name__})"
+        else:
+            status = response.status_code
+            if status == 200:
+                return _assignment(url, response)
+            if status == 203:
+                if not told_missing:
+                    logger.warning("the controller cannot assign a combiner yet: %s (retrying every %.0fs)",
+                                   _message(response), package_missing_interval)
+                    told_missing = True
+                first_failure = None
+                _sleep(stop, package_missing_interval)
+                continue
+            if status == 401:
+                raise RegistrationError(f"the controller refused the client (401: {_message(response)}): "
+                                        "pass a valid --token")
+            if status == 404:
+                raise RegistrationError(f"{url} does not exist (404: {_message(response)}): "
+                                        "is --api-url the controller's address?")
+            if status == 429 or status >= 500:
+                problem = f"controller at {api_url} answered {status} ({_message(response)})"
+            elif 400 <= status < 500:
+                raise RegistrationError(f"the controller refused the registration ({status}): {_message(response)}")
+            else:
+                raise RegistrationError(f"unexpected HTTP {status} from {url}: {_message(response)}")
+        now = time.monotonic()
+        first_failure = first_failure or now
+        if now - first_failure >= unreachable_window:
+            raise RegistrationError(f"{problem}; gave up after {unreachable_window:.0f}s. "
+                                    "Check --api-url and that the controller is running.")
+        delay = backoff.next_delay()
+        logger.warning("%s, retrying in %.1fs...", problem, delay)
+        _sleep(stop, delay)
+
+
+def _assignment(url: str, response: requests.Response) -> Assignment:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise RegistrationError(f"{url} answered 200 without JSON: {response.text[:200]!r}") from exc
+    if not isinstance(data, dict) or not data.get("client_id"):
+        raise RegistrationError(f"{url} answered without a client_id: {str(data)[:200]}")
+    host = data.get("public_hostname") or data.get("internal_hostname")
+    if not host:
+        raise RegistrationError(f"{url} assigned no combiner host (public_hostname/internal_hostname empty)")
+    try:
+        port = int(data.get("port"))
+    except (TypeError, ValueError) as exc:
+        raise RegistrationError(f"{url} assigned no valid combiner port: {data.get('port')!r}") from exc
+    secure = data.get("grpc_secure")
+    return Assignment(client_id=str(data["client_id"]), host=str(host), port=port,
+                      grpc_secure=None if secure is None else bool(secure), raw=data)
+
+
+# -- compute package -----------------------------------------------------------------------------
+def _filename(response: requests.Response) -> str | None:
+    header = response.headers.get("Content-Disposition", "")
+    match = re.search(r"filename\*?=(?:UTF-8'')?[\"']?([^\"';]+)", header)
+    return Path(match.group(1)).name if match else None
+
+
+def _get_checksum(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
+                  ) -> str | None:
+    params = {"name": name} if name else None
+    try:
+        response = session.get(f"{api_url}/api/v1/packages/checksum", params=params, headers=_headers(token),
+                               timeout=REST_TIMEOUT)
+    except requests.RequestException as exc:
+        logger.debug("checksum request failed: %s", exc)
+        return None
+    if response.status_code != 200:
+        logger.debug("checksum request (name=%s) answered %s: %s", name, response.status_code, _message(response))
+        return None
+    try:
+        checksum = response.json().get("checksum")
+    except (ValueError, AttributeError):
+        return None
+    return str(checksum).lower() if checksum else None
+
+
+def _project_root(folder: Path) -> Path:
+    if (folder / "scaleout.yaml").is_file():
+        return folder
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if (child / "scaleout.yaml").is_file():
+            return child
+    raise RegistrationError(f"the package unpacked into {folder} holds no scaleout.yaml")
+
+
+def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
+                         session: requests.Session | None = None) -> Path:
+    """Download, verify (sha256) and unpack the server's compute package; return its project folder.
+
+    Unpacked packages are kept in `workdir/.scaleout/packages/<checksum>/`, so a restart with the
+    same active package skips the download.
+    """
+    from scaleout.project.config import ProjectError
+    from scaleout.project.package import safe_extract
+
+    session = session or requests.Session()
+    packages = workdir / PACKAGES_DIR
+    announced = _get_checksum(session, api_url, name, token)
+    if announced and (packages / announced).is_dir():
+        logger.info("compute package %s already unpacked", announced[:12])
+        return _project_root(packages / announced)
+
+    params = {"name": name} if name else None
+    url = f"{api_url}/api/v1/packages/download"
+    archive_dir = workdir / ARCHIVE_DIR
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with session.get(url, params=params, headers=_headers(token), stream=True, timeout=REST_TIMEOUT) as response:
+            if response.status_code == 404:
+                raise RegistrationError(f"the server has no compute package{f' named {name}' if name else ''} "
+                                        f"({_message(response)}): upload one with 'scaleout package set-active', "
+                                        "or start the client with --local-package")
+            if response.status_code != 200:
+                raise RegistrationError(f"package download failed ({response.status_code} from {url}): "
+                                        f"{_message(response)}")
+            filename = _filename(response) or "package.tgz"
+            if not filename.endswith(PACKAGE_SUFFIXES):
+                raise RegistrationError(f"the server sent package '{filename}', which is not a .tgz/.tar.gz/.tar.bz2")
+            archive = archive_dir / filename
+            partial = archive.with_name(f"{filename}.{uuid.uuid4().hex}.partial")
+            digest = hashlib.sha256()
+            with open(partial, "wb") as fh:
+                for piece in response.iter_content(chunk_size=1024 * 1024):
+                    digest.update(piece)
+                    fh.write(piece)
+            partial.replace(archive)
+    except requests.RequestException as exc:
+        raise RegistrationError(f"package download from {url} failed: {exc}") from exc
+    actual = digest.hexdigest()
+
+    expected = _get_checksum(session, api_url, filename, token) or announced
+    if not expected:
+        raise RegistrationError(f"the server gave no checksum for package {filename} "
+                                f"(GET {api_url}/api/v1/packages/checksum), so it cannot be verified")
+    if expected != actual:
+        archive.unlink(missing_ok=True)
+        raise RegistrationError(f"package {filename} is corrupt or was tampered with: its sha256 is {actual}, "
+                                f"the server says {expected}. Refusing to run it.")
+
+    target = packages / actual
+    if not target.is_dir():
+        staging = packages / f".{actual}.{uuid.uuid4().hex}.partial"
+        try:
+            safe_extract(archive, staging)
+            staging.replace(target)
+        except ProjectError as exc:
+            raise RegistrationError(f"cannot unpack package {filename}: {exc}") from exc
+        except OSError:
+            if not target.is_dir():  # another client in the same folder may have won the race
+                raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    logger.info("compute package %s (%s) unpacked into %s", filename, actual[:12], target)
+    return _project_root(target)

@@ -1,0 +1,327 @@
+"""The client's start sequence and lifetime, shared by `scaleout client start` and tests.
+
+Order: token exchange -> POST /clients/add -> compute package -> gRPC channel + VersionCheck ->
+the project's startup(client) -> Connect -> heartbeat, telemetry and poll loops -> (signal) ->
+abort tasks, final report, Disconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+import psutil
+
+from scaleout.client.connection import (
+    RECONNECT,
+    ClientIdentity,
+    CombinerError,
+    Connection,
+    GrpcTarget,
+    Interrupted,
+    Outbox,
+    classify,
+    describe,
+)
+from scaleout.client.edge_client import EdgeClient
+from scaleout.client.registration import (
+    WIRE_CLIENT_VERSION,
+    Assignment,
+    RegistrationError,
+    StartupInterrupted,
+    TokenManager,
+    api_base_url,
+    fetch_remote_package,
+    register_client,
+)
+from scaleout.client.task_receiver import DEFAULT_POLL_TIMEOUT, TaskReceiver
+from scaleout.client.tasks import TaskExecutor, now_timestamp
+from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.protocol import AnnounceType
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 2.0
+TELEMETRY_INTERVAL = 5.0
+SHUTDOWN_TASK_GRACE = 3.0
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass
+class ClientConfig:
+    """Everything `client start` needs; see `scaleout client start --help` for the meaning of each."""
+
+    api_url: str
+    api_port: int | None = None
+    token: str | None = None
+    name: str | None = None
+    client_id: str | None = None
+    preferred_combiner: str | None = None
+    local_package: bool = False
+    package_name: str | None = None
+    poll_timeout: float = DEFAULT_POLL_TIMEOUT
+    workdir: Path = field(default_factory=Path.cwd)
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    telemetry_interval: float = TELEMETRY_INTERVAL
+
+
+def decide_tls(grpc_secure: bool | None, env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """TLS unless the server said grpc_secure=false; SCALEOUT_GRPC_SECURE=true forces TLS."""
+    forced = (env.get("SCALEOUT_GRPC_SECURE") or "").strip().lower()
+    if forced in _TRUE:
+        return True
+    if forced:
+        return bool(grpc_secure)
+    return True if grpc_secure is None else grpc_secure
+
+
+class ClientRuntime:
+    """One running client. `run()` blocks until `stop()` (or a fatal error) and returns an exit code."""
+
+    def __init__(self, config: ClientConfig, edge_client: EdgeClient | None = None,
+                 echo: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.edge_client = edge_client or EdgeClient()
+        self.echo = echo
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.api_url = ""
+        self.token: TokenManager | None = None
+        self.assignment: Assignment | None = None
+        self.connection: Connection | None = None
+        self.outbox: Outbox | None = None
+        self.receiver: TaskReceiver | None = None
+        self.started = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- control ------------------------------------------------------------------------------
+    def stop(self, reason: str = "Aborted by client") -> None:
+        """Ask the client to stop: running tasks are aborted, then the client disconnects."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+        self.stop_event.set()
+        if self.receiver is not None:
+            self.receiver.wake()
+
+    def run(self) -> int:
+        try:
+            self.start()
+        except StartupInterrupted:
+            self._close()
+            return 0
+        except BaseException:
+            self._close()
+            raise
+        self.stop_event.wait()
+        return self.shutdown()
+
+    # -- start --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Everything up to the running poll loop; raises RegistrationError with a user-facing message."""
+        cfg = self.config
+        self.api_url = api_base_url(cfg.api_url, cfg.api_port)
+        client_id = cfg.client_id or str(uuid.uuid4())
+        name = cfg.name or f"client-{client_id[:8]}"
+
+        if cfg.token:
+            self.token = TokenManager(self.api_url, cfg.token)
+            try:
+                self.token.access_token()
+            except RegistrationError as exc:
+                raise RegistrationError(f"failed to obtain an access token: {exc}") from exc
+
+        body = {"name": name, "client_id": client_id, "preferred_combiner": cfg.preferred_combiner or None,
+                "package": "local" if cfg.local_package else "remote", "client_version": WIRE_CLIENT_VERSION}
+        self.assignment = register_client(self.api_url, body, token=self.token, stop=self.stop_event)
+        client_id = self.assignment.client_id
+        project = self._load_project()
+
+        target = GrpcTarget(host=self.assignment.host, port=self.assignment.port,
+                            secure=decide_tls(self.assignment.grpc_secure),
+                            root_cert_path=os.environ.get("SCALEOUT_GRPC_ROOT_CERT_PATH") or None)
+        self.connection = Connection(target, ClientIdentity(client_id, name), credentials=self.token)
+        self._version_check()
+        self.outbox = Outbox(self.connection)
+        self.edge_client._attach(client_id, name, self.outbox)
+        self._run_startup(project)
+
+        self.echo(f"Scaleout Edge client {name} (id {client_id})\n"
+                  f"  controller: {self.api_url}\n"
+                  f"  combiner:   {target.address} ({'TLS' if target.secure else 'plaintext'})\n"
+                  f"  package:    {project.path}\n"
+                  "Waiting for tasks; press Ctrl-C to stop.")
+        self._announce_connect()
+        executor = TaskExecutor(self.connection, self.outbox, self.edge_client._callbacks,
+                                cfg.workdir / ".scaleout" / "model_cache")
+        self.receiver = TaskReceiver(self.connection, executor, self.stop_event, poll_timeout=cfg.poll_timeout)
+        self._spawn("scaleout-heartbeat", self._heartbeat_loop)
+        self._spawn("scaleout-telemetry", self._telemetry_loop)
+        self.receiver.start()
+        self.started.set()
+
+    def _load_project(self) -> Any:
+        from scaleout.project.config import ProjectError, find_project_dir, load_project
+
+        cfg = self.config
+        try:
+            if cfg.local_package:
+                folder = find_project_dir(cfg.workdir)
+            else:
+                folder = fetch_remote_package(self.api_url, cfg.workdir, name=cfg.package_name, token=self.token)
+            return load_project(folder)
+        except ProjectError as exc:
+            raise RegistrationError(str(exc)) from exc
+
+    def _run_startup(self, project: Any) -> None:
+        from scaleout.project.config import ProjectError
+        from scaleout.project.loader import call_entrypoint
+
+        try:
+            call_entrypoint(project, "startup", self.edge_client)
+        except ProjectError as exc:
+            if exc.__cause__ is not None:
+                logger.error("startup failed", exc_info=exc.__cause__)
+            raise RegistrationError(str(exc)) from exc
+
+    def _version_check(self) -> None:
+        assert self.connection is not None
+        request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id,
+                                           type=AnnounceType.VERSION_CHECK,
+                                           parameters=json.dumps({"client-version": WIRE_CLIENT_VERSION}))
+        try:
+            response = self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0, max_attempts=8)
+        except Interrupted as exc:
+            raise StartupInterrupted("stopped while connecting") from exc
+        except CombinerError as exc:
+            raise RegistrationError(f"cannot talk to the combiner at {self.connection.target.address}: {exc}") from exc
+        try:
+            answer = json.loads(response.parameters or "{}")
+        except json.JSONDecodeError:
+            answer = {}
+        if not isinstance(answer, dict) or answer.get("success") is not True:
+            why = response.response or "no reason given"
+            raise RegistrationError(f"the combiner at {self.connection.target.address} does not accept this client "
+                                    f"(protocol {WIRE_CLIENT_VERSION}): {why}")
+        logger.info("combiner version %s accepts this client", answer.get("version", "unknown"))
+
+    def _announce_connect(self) -> None:
+        assert self.connection is not None
+        request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id, type=AnnounceType.CONNECT)
+        try:
+            self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0)
+        except Interrupted as exc:
+            raise StartupInterrupted("stopped while connecting") from exc
+        except CombinerError as exc:
+            raise RegistrationError(f"the combiner refused Connect: {exc}") from exc
+
+    # -- background loops ---------------------------------------------------------------------
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _heartbeat_loop(self) -> None:
+        assert self.connection is not None
+        interval = self.config.heartbeat_interval
+        failing = False
+        while not self.stop_event.is_set():
+            beat = pb.Heartbeat(client_id=self.connection.identity.client_id,
+                                heartbeat_interval_ms=int(interval * 1000))
+            generation = self.connection.generation
+            try:
+                self.connection.unary("SendHeartbeat", beat, timeout=max(interval, 5.0))
+                if failing:
+                    logger.info("heartbeats reach the combiner again")
+                    if self.receiver is not None:
+                        self.receiver.wake()  # poll now instead of at the end of its back-off
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    logger.warning("heartbeat failed: %s", describe(exc))
+                failing = True
+                if isinstance(exc, grpc.RpcError) and classify(exc) == RECONNECT:
+                    # a fresh channel dials at once; grpc's own reconnect back-off grows to seconds
+                    self.connection.reconnect(generation)
+            self.stop_event.wait(interval)
+
+    def _telemetry_loop(self) -> None:
+        assert self.connection is not None
+        psutil.cpu_percent(interval=None)  # the first reading is always 0: prime it
+        while not self.stop_event.wait(self.config.telemetry_interval):
+            message = pb.TelemetryMessage(
+                client_id=self.connection.identity.client_id, timestamp=now_timestamp(),
+                telemetries=[pb.TelemetryElem(key="cpu_usage", value=psutil.cpu_percent(interval=None)),
+                             pb.TelemetryElem(key="memory_usage", value=psutil.virtual_memory().percent)])
+            try:
+                self.connection.unary("SendTelemetryMessage", message, timeout=5.0)
+            except Exception as exc:
+                logger.debug("telemetry not sent: %s", describe(exc))
+
+    # -- stop ---------------------------------------------------------------------------------
+    def shutdown(self) -> int:
+        """Abort running tasks, report them, say Disconnect; returns the exit code."""
+        receiver = self.receiver
+        fatal = receiver.fatal_error if receiver is not None else None
+        if receiver is not None:
+            receiver.stop()
+            aborted = receiver.abort_all(self.stop_reason or "Aborted by client")
+            if aborted:
+                logger.info("waiting up to %.0fs for %d aborted task(s) to stop", SHUTDOWN_TASK_GRACE, aborted)
+                if not receiver.wait_for_tasks(SHUTDOWN_TASK_GRACE):
+                    logger.warning("a task did not stop in time (its callback does not call check_task_abort)")
+            receiver.join(timeout=2.0)
+            receiver.final_report(timeout=2.0)
+        if self.connection is not None and self.started.is_set():
+            request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id,
+                                               type=AnnounceType.DISCONNECT)
+            try:
+                self.connection.unary("Announce", request, timeout=2.0)
+            except Exception as exc:
+                logger.debug("Disconnect not delivered: %s", describe(exc))
+        self._close()
+        if fatal:
+            logger.error("client stopped: %s", fatal)
+            return 1
+        logger.info("client stopped")
+        return 0
+
+    def _close(self) -> None:
+        self.stop_event.set()
+        if self.outbox is not None:
+            self.outbox.close(timeout=3.0)
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+        if self.connection is not None:
+            self.connection.close()
+
+
+def run_client(config: ClientConfig, edge_client: EdgeClient | None = None,
+               echo: Callable[[str], None] = print) -> int:
+    """Run a client in the foreground with signal handling: the first Ctrl-C/SIGTERM stops it
+    gracefully (tasks aborted and reported, Disconnect sent); a second one exits at once."""
+    runtime = ClientRuntime(config, edge_client, echo)
+    if threading.current_thread() is not threading.main_thread():
+        return runtime.run()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if runtime.stop_event.is_set():
+            raise KeyboardInterrupt
+        logger.warning("%s received: stopping (press Ctrl-C again to exit at once)", signal.Signals(signum).name)
+        runtime.stop("Aborted by client")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return runtime.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,181 @@
+"""Registration, token exchange and package download against a tiny real HTTP controller."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from scaleout.client.registration import (
+    RegistrationError,
+    TokenManager,
+    api_base_url,
+    fetch_remote_package,
+    register_client,
+)
+from tests.unit.test_client_fakes import (
+    FakeController,
+    HttpReply,
+    assignment,
+    package_bytes,
+    running_controller,
+    write_project,
+)
+
+BODY = {"name": "site-a", "client_id": "cid-1", "preferred_combiner": None, "package": "local",
+        "client_version": "1.1.0"}
+ADD = "POST /api/v1/clients/add"
+
+
+def test_registration_returns_the_assigned_combiner_and_sends_the_body() -> None:
+    fake = FakeController({ADD: [assignment(12080, client_id="server-id")]})
+    with running_controller(fake) as url:
+        result = register_client(url, dict(BODY))
+    assert (result.client_id, result.host, result.port, result.grpc_secure) == ("server-id", "127.0.0.1", 12080, False)
+    [(_, _, headers, body)] = fake.calls(ADD)
+    assert json.loads(body) == BODY
+    assert "Authorization" not in headers
+
+
+def test_registration_falls_back_to_the_internal_hostname() -> None:
+    reply = HttpReply(200, {"client_id": "c", "public_hostname": "", "internal_hostname": "combiner-0", "port": 1})
+    with running_controller(FakeController({ADD: [reply]})) as url:
+        result = register_client(url, dict(BODY))
+    assert (result.host, result.grpc_secure) == ("combiner-0", None)
+
+
+def test_registration_waits_while_the_server_answers_203() -> None:
+    fake = FakeController({ADD: [HttpReply(203, {"message": "no compute package"}),
+                                 HttpReply(203, {"message": "no compute package"}), assignment(5)]})
+    with running_controller(fake) as url:
+        result = register_client(url, dict(BODY), package_missing_interval=0.05)
+    assert result.port == 5 and len(fake.calls(ADD)) == 3
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (400, r"refused the registration \(400\): client name taken"),
+    (401, "pass a valid --token"),
+    (404, "is --api-url the controller's address"),
+    (201, "unexpected HTTP 201"),
+])
+def test_registration_stops_with_the_servers_message_on_client_errors(status: int, expected: str) -> None:
+    fake = FakeController({ADD: [HttpReply(status, {"message": "client name taken"})]})
+    with running_controller(fake) as url, pytest.raises(RegistrationError, match=expected):
+        register_client(url, dict(BODY))
+    assert len(fake.calls(ADD)) == 1
+
+
+def test_registration_retries_server_errors_then_succeeds() -> None:
+    fake = FakeController({ADD: [HttpReply(503, {"message": "starting"}), assignment(7)]})
+    with running_controller(fake) as url:
+        assert register_client(url, dict(BODY)).port == 7
+
+
+def test_registration_gives_up_on_a_dead_controller_with_a_clear_message() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+    started = time.monotonic()
+    with pytest.raises(RegistrationError, match=r"controller at http://127.0.0.1:\d+ not reachable.*gave up"):
+        register_client(f"http://127.0.0.1:{port}", dict(BODY), unreachable_window=1.0)
+    assert time.monotonic() - started < 5
+
+
+def jwt(exp: float) -> str:
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part({'exp': exp, 'sub': 'cid-1'})}.sig"
+
+
+def test_token_is_exchanged_and_sent_as_bearer_on_registration() -> None:
+    access = jwt(time.time() + 3600)
+    fake = FakeController({"POST /api/auth/refresh": [HttpReply(200, {"access_token": access})],
+                           ADD: [assignment(9)]})
+    with running_controller(fake) as url:
+        token = TokenManager(url, "refresh-1")
+        register_client(url, dict(BODY), token=token)
+        register_client(url, dict(BODY), token=token)
+    [(_, _, _, body)] = fake.calls("POST /api/auth/refresh")  # one exchange: the token is still fresh
+    assert json.loads(body) == {"refresh_token": "refresh-1", "role": "client"}
+    assert all(headers["Authorization"] == f"Bearer {access}" for _, _, headers, _ in fake.calls(ADD))
+
+
+def test_token_close_to_expiry_is_refreshed_with_the_rotated_refresh_token() -> None:
+    fake = FakeController({"POST /api/auth/refresh": [
+        HttpReply(200, {"access_token": "opaque-1", "refresh_token": "refresh-2", "expires_in": 5}),
+        HttpReply(200, {"access_token": "opaque-2", "expires_in": 3600})]})
+    with running_controller(fake) as url:
+        token = TokenManager(url, "refresh-1")
+        assert token.access_token() == "opaque-1"
+        assert token.access_token() == "opaque-2"  # 5 s left < 30 s margin
+        assert token.access_token() == "opaque-2"
+    sent = [json.loads(body)["refresh_token"] for *_, body in fake.calls("POST /api/auth/refresh")]
+    assert sent == ["refresh-1", "refresh-2"]
+
+
+def test_refused_token_is_reported_clearly() -> None:
+    fake = FakeController({"POST /api/auth/refresh": [HttpReply(401, {"message": "token revoked"})]})
+    with running_controller(fake) as url, pytest.raises(RegistrationError, match="refused the token.*token revoked"):
+        TokenManager(url, "bad").access_token()
+
+
+def test_api_url_gets_a_scheme_and_port() -> None:
+    assert api_base_url("localhost:8092") == "http://localhost:8092"
+    assert api_base_url("edge.example.com") == "https://edge.example.com"
+    assert api_base_url("http://10.0.0.5/", 8092) == "http://10.0.0.5:8092"
+    with pytest.raises(RegistrationError):
+        api_base_url("ftp://x")
+
+
+# -- compute package ---------------------------------------------------------------------------------
+def package_routes(archive: bytes, checksum: str) -> dict[str, list[HttpReply]]:
+    return {
+        "GET /api/v1/packages/checksum": [HttpReply(200, {"checksum": checksum})],
+        "GET /api/v1/packages/download": [HttpReply(200, archive, {
+            "Content-Type": "application/octet-stream", "Content-Disposition": "attachment; filename=package.tgz"})],
+    }
+
+
+def test_remote_package_is_verified_unpacked_and_reused(tmp_path: Path) -> None:
+    archive = package_bytes(write_project(tmp_path / "src"))
+    checksum = hashlib.sha256(archive).hexdigest()
+    fake = FakeController(package_routes(archive, checksum))
+    work = tmp_path / "work"
+    with running_controller(fake) as url:
+        project = fetch_remote_package(url, work)
+        again = fetch_remote_package(url, work)
+    assert project == again == work / ".scaleout" / "packages" / checksum
+    assert (project / "startup.py").is_file()
+    assert len(fake.calls("GET /api/v1/packages/download")) == 1
+    checksum_queries = [path for _, path, _, _ in fake.calls("GET /api/v1/packages/checksum")]
+    assert "/api/v1/packages/checksum?name=package.tgz" in checksum_queries
+
+
+def test_package_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
+    archive = package_bytes(write_project(tmp_path / "src"))
+    fake = FakeController(package_routes(archive, "ab" * 32))
+    with running_controller(fake) as url, pytest.raises(RegistrationError, match="corrupt or was tampered"):
+        fetch_remote_package(url, tmp_path / "work")
+    assert not (tmp_path / "work" / ".scaleout" / "packages").exists() or not any(
+        (tmp_path / "work" / ".scaleout" / "packages").iterdir())
+
+
+def test_missing_package_says_how_to_provide_one(tmp_path: Path) -> None:
+    fake = FakeController({"GET /api/v1/packages/download": [HttpReply(404, {"message": "no active package"})]})
+    with running_controller(fake) as url, pytest.raises(RegistrationError, match="--local-package"):
+        fetch_remote_package(url, tmp_path)
+
+
+def test_named_package_is_requested_by_name(tmp_path: Path) -> None:
+    archive = package_bytes(write_project(tmp_path / "src"))
+    fake = FakeController(package_routes(archive, hashlib.sha256(archive).hexdigest()))
+    with running_controller(fake) as url:
+        fetch_remote_package(url, tmp_path / "work", name="v2")
+    [(_, path, _, _)] = fake.calls("GET /api/v1/packages/download")
+    assert path.endswith("?name=v2")
