@@ -1,18 +1,58 @@
-"""The controller's operations, called by the REST routes. STUB: signatures fixed by the lead.
+"""The controller's operations, called by the REST routes.
 
 The routes translate and validate HTTP; everything that needs a rule lives behind this facade.
 Errors are raised as `scaleout_server.errors` types (InvalidInput, NotFoundError, Conflict,
 Unavailable, TooLarge) or `scaleout_server.store.base.NotFound`; the API maps them to statuses.
+
+The facade only wires the parts together: the combiner registry (`combiners.py`), the session
+runner (`sessions.py`), ad-hoc task batches (`tasks.py`), model ingest (`models.py`) and config
+validation (`session_config.py`).
 """
 
 from __future__ import annotations
 
+import logging
+import tarfile
+import tempfile
+import threading
+from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
+from scaleout_server.controller import models
+from scaleout_server.controller.combiners import CombinerRegistry, as_utc
+from scaleout_server.controller.session_config import (
+    SessionConfig,
+    check_helper,
+    parse_int,
+    parse_positive_float,
+    validate_session_config,
+)
+from scaleout_server.controller.sessions import ABORT_GRACE, SessionRunner
+from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher
+from scaleout_server.errors import Conflict, InvalidInput, NotFoundError, Unavailable
 from scaleout_server.repository.base import ModelRepository
 from scaleout_server.settings import ServerSettings
+from scaleout_server.store import codec
 from scaleout_server.store import records as r
-from scaleout_server.store.base import Store
+from scaleout_server.store.base import ListQuery, Store
+from scaleoututil.protocol import RoundStatus, SessionStatus, TaskType, custom_task_type
+
+log = logging.getLogger(__name__)
+
+LIVENESS_INTERVAL = 2.0
+RESTARTED = "the controller restarted during this session"
+SHUT_DOWN = "the controller shut down during this session"
+PACKAGE_EXTENSIONS = (".tar.gz", ".tgz", ".tar.bz2")
+PACKAGE_MANIFEST = "scaleout.yaml"
+NO_COMBINER = ("no combiner is connected to this controller; start one with "
+               "`scaleout combiner start --controller URL` or use `scaleout server start`")
+NO_MODEL = ("no model in the repository: upload a seed model first with "
+            "`scaleout model set-active --file seed.npz`")
+
+# record kinds a combiner may send in its event feed; an update may arrive both here and in RunRound's
+# outcome (the store keeps the first copy of each id)
+EVENT_KINDS = ("update", "validation", "metric", "status", "prediction", "telemetry", "attribute")
+LIVENESS_KINDS = ("client_seen", "combiner_load")
 
 
 class Controller:
@@ -20,80 +60,439 @@ class Controller:
         self.settings = settings
         self.store = store
         self.repository = repository
+        self.registry = CombinerRegistry(store)
+        self.dispatcher = TaskDispatcher(self.registry)
+        self._lock = threading.RLock()
+        self._runner: SessionRunner | None = None
+        self._closing = threading.Event()
+        self._liveness: threading.Thread | None = None
+        self._task_threads: set[threading.Thread] = set()
+        self.liveness_errors = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start background work (liveness sweeps) and resume nothing yet."""
-        raise NotImplementedError
+        """Fail what a previous process left running, then start the liveness sweeps."""
+        self._fail_leftovers()
+        if self._liveness is None:
+            self._closing.clear()
+            self._liveness = threading.Thread(target=self._liveness_loop, name="liveness", daemon=True)
+            self._liveness.start()
 
     def close(self) -> None:
-        """Stop running sessions' threads and background work."""
-        raise NotImplementedError
+        """Stop the session runner (its session ends Stopped), task batches and the liveness thread."""
+        self._closing.set()
+        with self._lock:
+            runner = self._runner
+        if runner is not None:
+            runner.stop(SHUT_DOWN, abort_combiners=False)
+            if not runner.join(ABORT_GRACE + 5):
+                log.warning("session %s: runner still busy at shutdown", runner.session_id)
+        for thread in list(self._task_threads):
+            thread.join(ABORT_GRACE + 2)
+        if self._liveness is not None:
+            self._liveness.join(LIVENESS_INTERVAL + 5)
+            self._liveness = None
+        self.registry.close()
+
+    def _fail_leftovers(self) -> None:
+        for session in self.store.sessions.list(ListQuery(filters={"status": SessionStatus.RUNNING.value}))[1]:
+            session.status = SessionStatus.FAILED
+            session.error = RESTARTED
+            session.finished_at = r.utcnow()
+            self.store.sessions.update(session)
+            log.warning("session %s was left running by a previous controller; marked Failed", session.session_id)
+        for status in (RoundStatus.PENDING, RoundStatus.RUNNING, RoundStatus.VALIDATING):
+            for round_ in self.store.rounds.list(ListQuery(filters={"status": status.value}))[1]:
+                round_.status = RoundStatus.FAILED
+                round_.error = RESTARTED
+                round_.finished_at = r.utcnow()
+                self.store.rounds.update(round_)
+
+    def _liveness_loop(self) -> None:
+        while not self._closing.wait(LIVENESS_INTERVAL):
+            try:
+                self.sweep_clients()
+                self.registry.sweep()
+            except Exception:  # count, log, keep sweeping
+                self.liveness_errors += 1
+                log.exception("liveness sweep failed (%d failures so far)", self.liveness_errors)
+
+    def sweep_clients(self) -> int:
+        """Mark clients offline that were not seen for `client_offline_after` seconds and that their
+        combiner no longer reports as connected (combiners only report changes, so a quiet client
+        that is still connected stays online). Returns how many were marked."""
+        now = r.utcnow()
+        stale = []
+        for client in self.store.clients.list(ListQuery(filters={"status": "online"}))[1]:
+            last = as_utc(client.last_seen)
+            if last is None or (now - last).total_seconds() >= self.settings.client_offline_after:
+                stale.append(client)
+        if not stale:
+            return 0
+        combiner_ids = {c.combiner_id for c in stale if c.combiner_id}
+        reachable = [c for c in self.registry.online() if c.combiner_id in combiner_ids]
+        connected = {a.client_id for clients in self.registry.active_clients(reachable, timeout=2.0).values()
+                     for a in clients}
+        marked = 0
+        for client in stale:
+            if client.client_id in connected:
+                continue
+            current = self.store.clients.get(client.client_id)
+            if current is None or current.status != "online" or as_utc(current.last_seen) != as_utc(client.last_seen):
+                continue  # seen meanwhile
+            current.status = "offline"
+            self.store.clients.update(current)
+            marked += 1
+            log.info("client %s (%s) marked offline: not seen for %.0f s and not connected to its combiner",
+                     current.name, current.client_id, self.settings.client_offline_after)
+        return marked
 
     # -- combiners -------------------------------------------------------------------------
     def register_combiner(self, name: str, host: str, port: int,
                           public_hostname: str | None = None) -> tuple[r.CombinerRecord, dict[str, str]]:
         """Add or refresh a combiner (same name = same combiner); returns it and the repository
         description (`ModelRepository.describe()`) the combiner should open."""
-        raise NotImplementedError
+        if not name:
+            raise InvalidInput("a combiner needs a name")
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"combiner port must be an integer, got {port!r}") from None
+        if not 0 < port < 65536:
+            raise InvalidInput(f"combiner port must be between 1 and 65535, got {port}")
+        return self.registry.register(name, host, port, public_hostname), self.repository.describe()
 
     def ingest_events(self, combiner_id: str, events: list[dict[str, Any]]) -> int:
         """Store a batch of encoded records (`store.codec.encode`) sent by a combiner, plus
         `{"kind": "client_seen", "data": {client_id, name, status, ip?}}` liveness events and
-        `{"kind": "combiner_load", "data": {"load": n}}`. Returns how many were stored."""
-        raise NotImplementedError
+        `{"kind": "combiner_load", "data": {"load": n}}`. Returns how many were stored.
+
+        The whole batch is checked before anything is stored; records already stored (a batch sent
+        twice) are skipped."""
+        self.registry.get(combiner_id)
+        records: list[Any] = []
+        seen: list[dict[str, Any]] = []
+        load: int | None = None
+        for index, event in enumerate(events or []):
+            if not isinstance(event, dict):
+                raise InvalidInput(f"event {index}: expected an object with kind and data")
+            kind, data = event.get("kind"), event.get("data") or {}
+            if not isinstance(data, dict):
+                raise InvalidInput(f"event {index} ({kind}): data must be an object")
+            if kind == "client_seen":
+                seen.append(self._check_client_seen(index, data))
+            elif kind == "combiner_load":
+                try:
+                    load = int(data["load"])
+                except (KeyError, TypeError, ValueError):
+                    raise InvalidInput(f"event {index} (combiner_load): data.load must be an integer") from None
+            elif kind in EVENT_KINDS:
+                try:
+                    records.append(codec.decode(event))
+                except (TypeError, ValueError) as exc:
+                    raise InvalidInput(f"event {index} ({kind}): {exc}") from None
+            else:
+                raise InvalidInput(f"event {index}: unknown kind {kind!r}; "
+                                   f"accepted: {', '.join(EVENT_KINDS + LIVENESS_KINDS)}")
+        stored = self._store_records(records)
+        for data in seen:
+            self._client_seen(combiner_id, data)
+        self.registry.touch(combiner_id, load)
+        return stored + len(seen) + (1 if load is not None else 0)
+
+    def _store_records(self, records: list[Any]) -> int:
+        if records:
+            self.store.add_many(records)  # ids already stored (a batch sent twice) are skipped
+        return len(records)
+
+    @staticmethod
+    def _check_client_seen(index: int, data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(data.get("client_id"), str) or not data["client_id"]:
+            raise InvalidInput(f"event {index} (client_seen): data.client_id is required")
+        if data.get("status") not in ("online", "offline"):
+            raise InvalidInput(f"event {index} (client_seen): data.status must be 'online' or 'offline', "
+                               f"got {data.get('status')!r}")
+        return data
+
+    def _client_seen(self, combiner_id: str, data: dict[str, Any]) -> r.ClientRecord:
+        client_id = data["client_id"]
+        record = self.store.clients.get(client_id) or r.ClientRecord(client_id=client_id,
+                                                                     name=default_client_name(client_id))
+        record.name = data.get("name") or record.name
+        record.status = data["status"]
+        record.combiner_id = combiner_id
+        record.last_seen = r.utcnow()
+        if data.get("ip"):
+            record.ip = data["ip"]
+        return self.store.clients.upsert(record)
 
     # -- clients ---------------------------------------------------------------------------
     def add_client(self, client_id: str | None, name: str | None, preferred_combiner: str | None,
                    package: str, client_version: str | None, ip: str | None) -> tuple[r.ClientRecord, r.CombinerRecord]:
         """Register (or re-register) a client and assign it a combiner: the preferred one when it
-        exists, else the least loaded. Unavailable when no combiner is registered."""
-        raise NotImplementedError
+        exists and is online, else the one with the fewest online clients."""
+        combiner = None
+        if preferred_combiner:
+            combiner = self.registry.find(preferred_combiner)
+            if combiner is not None and combiner.status != "online":
+                log.info("preferred combiner %s is offline; assigning another", preferred_combiner)
+                combiner = None
+        combiner = combiner or self.registry.least_loaded()
+        if combiner is None:
+            raise Unavailable(NO_COMBINER)
+        client_id = client_id or r.new_id()
+        record = self.store.clients.get(client_id) or r.ClientRecord(client_id=client_id, name="")
+        record.name = name or record.name or default_client_name(client_id)
+        record.combiner_id = combiner.combiner_id
+        record.status = "online"
+        record.last_seen = r.utcnow()
+        record.package = package or record.package
+        record.client_version = client_version
+        record.preferred_combiner = preferred_combiner
+        record.ip = ip or record.ip
+        return self.store.clients.upsert(record), combiner
 
     # -- models and packages ---------------------------------------------------------------
     def add_model(self, stream: BinaryIO, helper_type: str, name: str | None = None) -> r.ModelRecord:
         """Store a seed model (raw helper bytes, e.g. NPZ, or a container). Validates that the
         helper can load it (InvalidInput otherwise), wraps it in a container with a new id."""
-        raise NotImplementedError
+        helper_type = check_helper(helper_type or "numpyhelper")
+        stored = models.ingest_model(self.repository, stream, helper_type, self.settings.max_upload_bytes)
+        record = self.store.models.add(r.ModelRecord(
+            model_id=stored.model_id, name=name, helper_type=stored.helper_type, size=stored.size,
+            checksum=stored.checksum))
+        self.store.set_setting("active_helper", stored.helper_type)
+        log.info("model %s stored (%s, %d bytes)", stored.model_id, stored.helper_type, stored.size)
+        return record
 
     def add_package(self, stream: BinaryIO, file_name: str, name: str, description: str,
                     helper: str) -> r.PackageRecord:
         """Store a compute package archive, validate it (a tar.gz/tgz/tar.bz2 with scaleout.yaml),
         record its SHA-256, and make it the active package."""
-        raise NotImplementedError
+        helper = check_helper(helper or "numpyhelper")
+        base = PurePosixPath((file_name or "").replace("\\", "/")).name
+        extension = next((ext for ext in PACKAGE_EXTENSIONS if base.lower().endswith(ext)), None)
+        if extension is None:
+            raise InvalidInput(f"package file {file_name!r} must be a {', '.join(PACKAGE_EXTENSIONS)} archive; "
+                               "build one with `scaleout package create`")
+        with tempfile.TemporaryFile() as tmp:
+            models.copy_limited(stream, tmp, self.settings.max_package_bytes, "the package")
+            tmp.seek(0)
+            check_package_archive(tmp, base)
+            tmp.seek(0)
+            storage_file_name = r.new_id() + extension
+            size, checksum = self.repository.put("packages", storage_file_name, tmp)
+        record = self.store.packages.add(r.PackageRecord(
+            package_id=r.new_id(), name=name or base, file_name=base, storage_file_name=storage_file_name,
+            checksum=checksum, size=size, description=description or "", helper=helper))
+        log.info("package %s stored as %s (%d bytes)", base, storage_file_name, size)
+        return self.store.packages.set_active(record.package_id)
 
     # -- sessions --------------------------------------------------------------------------
     def create_session(self, name: str | None, session_config: dict[str, Any],
                        seed_model_id: str | None) -> r.SessionRecord:
         """Validate the config (aggregator known, rounds >= 1, timeouts > 0, model exists...)."""
-        raise NotImplementedError
+        if seed_model_id and (session_config or {}).get("model_id") not in (None, seed_model_id):
+            raise InvalidInput(f"seed_model_id {seed_model_id!r} and session_config.model_id "
+                               f"{session_config['model_id']!r} differ; give one of them")
+        config = validate_session_config(session_config, default_helper=self.store.get_setting("active_helper"),
+                                         resolve_model=lambda mid: self._resolve_model(mid or seed_model_id))
+        session_id = r.new_id()
+        record = r.SessionRecord(session_id=session_id, name=name or f"session-{session_id[:8]}",
+                                 status=SessionStatus.CREATED, session_config=config.to_dict(),
+                                 seed_model_id=config.model_id)
+        return self.store.sessions.add(record)
+
+    def _resolve_model(self, model_id: str | None) -> str:
+        """The given model (NotFoundError if unknown) or the latest one (InvalidInput if none)."""
+        if model_id:
+            if self.store.models.get(model_id) is None:
+                raise NotFoundError(f"model {model_id!r} not found; list models with `scaleout model list`")
+            return model_id
+        latest = self.store.models.latest()
+        if latest is None:
+            raise InvalidInput(NO_MODEL)
+        return latest.model_id
 
     def start_session(self, session_id: str, rounds: int | None = None,
                       round_timeout: float | None = None) -> r.SessionRecord:
-        """Start (or continue) a session's rounds in the background. Conflict if one runs."""
-        raise NotImplementedError
+        """Start (or continue, from its latest model) a session's rounds in the background.
+        Conflict if a session is running."""
+        with self._lock:
+            session = self._require_session(session_id)
+            running = self._running_session_id()
+            if running is not None:
+                raise Conflict(f"session {running} is running; stop it first")
+            config = SessionConfig.from_stored(session.session_config)
+            rounds = parse_int("rounds", rounds, 1) if rounds is not None else config.rounds
+            timeout = (parse_positive_float("round_timeout", round_timeout) if round_timeout is not None
+                       else config.round_timeout)
+            if not config.model_id or self.store.models.get(config.model_id) is None:
+                raise NotFoundError(f"model {config.model_id!r} of session {session_id} not found; "
+                                    "create a new session from an existing model")
+            session.status = SessionStatus.RUNNING
+            session.error = None
+            session.started_at = r.utcnow()
+            session.finished_at = None
+            session = self.store.sessions.update(session)
+            runner = SessionRunner(self.store, self.repository, self.registry, self.dispatcher, session_id,
+                                   rounds, timeout, on_exit=self._runner_exited)
+            self._runner = runner
+            runner.start()
+        log.info("session %s: started, %d round(s), round_timeout %gs", session_id, rounds, timeout)
+        return session
+
+    def _require_session(self, session_id: str) -> r.SessionRecord:
+        session = self.store.sessions.get(session_id)
+        if session is None:
+            raise NotFoundError(f"session {session_id!r} not found; list sessions with `scaleout session list`")
+        return session
+
+    def _running_session_id(self) -> str | None:
+        runner = self._runner
+        if runner is not None and runner.alive:
+            return runner.session_id
+        _, running = self.store.sessions.list(ListQuery(filters={"status": SessionStatus.RUNNING.value}, limit=1))
+        return running[0].session_id if running else None
+
+    def _runner_exited(self, runner: SessionRunner) -> None:
+        with self._lock:
+            if self._runner is runner:
+                self._runner = None
 
     def stop_session(self, session_id: str | None = None) -> r.SessionRecord:
-        """Stop the given (or the running) session: abort its clients' tasks, end as Stopped."""
-        raise NotImplementedError
+        """Stop the given (or the running) session: abort its clients' tasks, end as Stopped.
+        Returns once the runner has ended (a few seconds at most), not after round_timeout."""
+        with self._lock:
+            runner = self._runner if self._runner is not None and self._runner.alive else None
+            if session_id is None:
+                session_id = self._running_session_id()
+                if session_id is None:
+                    raise Conflict("no session is running")
+            session = self._require_session(session_id)
+            if runner is not None and runner.session_id != session_id:
+                runner = None
+            if runner is None and session.status != SessionStatus.RUNNING:
+                raise Conflict(f"session {session_id} is not running (status: {session.status})")
+        if runner is None:
+            # running according to the store, but not in this process: abort and record it
+            self.registry.abort_session(session_id, "stopped by the user")
+            session.status = SessionStatus.STOPPED
+            session.finished_at = r.utcnow()
+            return self.store.sessions.update(session)
+        runner.stop()
+        if not runner.join(ABORT_GRACE + 10):
+            log.warning("session %s: runner has not ended yet after the stop request", session_id)
+        return self._require_session(session_id)
+
+    def wait_for_session(self, timeout: float | None = None) -> bool:
+        """Block until the running session (if any) ends; True when none is running anymore."""
+        runner = self._runner
+        return True if runner is None else runner.join(timeout)
 
     # -- ad-hoc tasks ----------------------------------------------------------------------
     def run_command(self, command_type: str, parameters: dict[str, Any], client_ids: list[str] | None,
                     timeout: float, synchronous: bool) -> r.CommandRecord:
         """Send a `Custom_<name>` task to the chosen (default: all online) clients; with
         `synchronous`, wait for their results (or the timeout) before returning."""
-        raise NotImplementedError
+        if not command_type or command_type == custom_task_type(""):
+            raise InvalidInput("a command needs a name, e.g. `scaleout command run my_command`")
+        task_type = custom_task_type(command_type)
+        timeout = parse_positive_float("timeout", timeout)
+        targets = self.dispatcher.resolve(client_ids)
+        record = r.CommandRecord(command_id=r.new_id(), command_type=task_type, parameters=dict(parameters or {}),
+                                 client_ids=target_client_ids(targets))
+        batch = TaskBatch(task_type=task_type, data={"parameters": record.parameters}, timeout=timeout,
+                          batch_id=record.command_id)
+        return self._execute(record, batch, targets, synchronous)
 
     def start_prediction(self, prediction_id: str, model_id: str | None, client_ids: list[str] | None,
                          parameters: dict[str, Any], timeout: float, synchronous: bool) -> r.CommandRecord:
         """Ask clients' predict callbacks to run on a model (default: latest); results are stored
-        as PredictionRecords under `prediction_id`."""
-        raise NotImplementedError
+        as PredictionRecords under `prediction_id` (also the id of the returned CommandRecord)."""
+        prediction_id = prediction_id or r.new_id()
+        if self.store.commands.get(prediction_id) is not None:
+            raise Conflict(f"prediction {prediction_id!r} already exists; use a new prediction id")
+        model_id = self._resolve_model(model_id)
+        timeout = parse_positive_float("timeout", timeout)
+        targets = self.dispatcher.resolve(client_ids)
+        record = r.CommandRecord(command_id=prediction_id, command_type=TaskType.INFERENCE.value,
+                                 parameters={"model_id": model_id, "parameters": dict(parameters or {})},
+                                 client_ids=target_client_ids(targets))
+        batch = TaskBatch(task_type=TaskType.INFERENCE.value, data={"parameters": dict(parameters or {})},
+                          model_id=model_id, timeout=timeout, batch_id=prediction_id)
+        return self._execute(record, batch, targets, synchronous)
 
     def start_validation(self, session_id: str | None, model_id: str, client_ids: list[str] | None,
                          timeout: float, synchronous: bool) -> r.CommandRecord:
-        raise NotImplementedError
+        """Ask clients to validate a model; the combiners store the ValidationRecords."""
+        model_id = self._resolve_model(model_id)
+        if session_id:
+            self._require_session(session_id)
+        timeout = parse_positive_float("timeout", timeout)
+        targets = self.dispatcher.resolve(client_ids)
+        record = r.CommandRecord(command_id=r.new_id(), command_type=TaskType.VALIDATION.value,
+                                 parameters={"model_id": model_id, "session_id": session_id},
+                                 client_ids=target_client_ids(targets))
+        batch = TaskBatch(task_type=TaskType.VALIDATION.value, model_id=model_id, session_id=session_id or "",
+                          timeout=timeout, batch_id=record.command_id)
+        return self._execute(record, batch, targets, synchronous)
+
+    def _execute(self, record: r.CommandRecord, batch: TaskBatch, targets: list[Target],
+                 synchronous: bool) -> r.CommandRecord:
+        record = self.store.commands.add(record)
+
+        def work() -> r.CommandRecord:
+            status, results = "Finished", []
+            try:
+                results = self.dispatcher.run(batch, targets, stop=self._closing, grace=0.0)
+            except Exception:  # recorded on the command
+                log.exception("command %s (%s) failed", record.command_id, batch.task_type)
+                status = "Failed"
+            current = self.store.commands.get(record.command_id) or record
+            current.status, current.results = status, results
+            return self.store.commands.update(current)
+
+        if synchronous:
+            return work()
+
+        def background() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("command %s: could not record its results", record.command_id)
+            finally:
+                self._task_threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=background, name=f"task-{record.command_id[:8]}", daemon=True)
+        self._task_threads.add(thread)
+        thread.start()
+        return record
 
     def status(self) -> dict[str, Any]:
         """`{"state": "idle"|"running", "session_id": ...}` for `/get_controller_status`."""
-        raise NotImplementedError
+        session_id = self._running_session_id()
+        return {"state": "running" if session_id else "idle", "session_id": session_id}
+
+
+def default_client_name(client_id: str) -> str:
+    return f"client-{client_id[:8]}"
+
+
+def target_client_ids(targets: list[Target]) -> list[str]:
+    return [c.client_id for target in targets for c in target.clients]
+
+
+def check_package_archive(stream: BinaryIO, file_name: str) -> None:
+    """A readable tar archive with `scaleout.yaml` at its root or inside its one top folder."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r:*") as archive:
+            names = [PurePosixPath(m.name) for m in archive.getmembers() if m.isfile()]
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidInput(f"package {file_name!r} is not a readable tar archive: {exc}") from None
+    for path in names:
+        parts = [p for p in path.parts if p not in (".", "")]
+        if parts and parts[-1] == PACKAGE_MANIFEST and len(parts) <= 2:
+            return
+    raise InvalidInput(f"package {file_name!r} has no {PACKAGE_MANIFEST} at its root (or in its top folder); "
+                       "create the package from the project folder with `scaleout package create`")

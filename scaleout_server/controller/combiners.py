@@ -1,0 +1,271 @@
+"""The combiners this controller knows: their records, one cached gRPC channel each, and the
+few questions the controller asks all of them at once (who is connected, abort this session).
+
+A combiner counts as "heard from" when it registers, sends events, or answers a Control call;
+one that stays silent for `OFFLINE_AFTER` seconds is marked offline and left out of new work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import grpc
+
+from scaleout_server.errors import NotFoundError
+from scaleout_server.store import records as r
+from scaleout_server.store.base import ListQuery, Store
+from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+OFFLINE_AFTER = 30.0  # seconds without news before a combiner is marked offline
+PROBE_AFTER = 10.0  # a combiner silent this long is asked ListActiveClients to prove it is alive
+PROBE_TIMEOUT = 2.0
+LIST_TIMEOUT = 5.0
+ABORT_TIMEOUT = 5.0
+WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+
+
+@dataclass(frozen=True)
+class ActiveClient:
+    """A client connected to a combiner right now, as that combiner reports it."""
+
+    client_id: str
+    name: str
+    busy: bool
+    combiner_id: str
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def dial_address(host: str, port: int) -> str:
+    """Where to reach a combiner; a wildcard bind address means "this machine"."""
+    host = "127.0.0.1" if host in WILDCARD_HOSTS else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class CombinerRegistry:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._channels: dict[str, tuple[str, grpc.Channel]] = {}
+        self._last_probe: dict[str, float] = {}
+
+    # -- records ---------------------------------------------------------------------------
+    def register(self, name: str, host: str, port: int, public_hostname: str | None = None) -> r.CombinerRecord:
+        """Same name -> same combiner_id; the address is refreshed and the combiner is online again."""
+        now = r.utcnow()
+        _, found = self.store.combiners.list(ListQuery(filters={"name": name}, limit=1))
+        if found:
+            record = found[0]
+            record.host, record.port, record.public_hostname = host, int(port), public_hostname
+            record.status, record.last_seen = "online", now
+            record = self.store.combiners.update(record)
+        else:
+            record = self.store.combiners.add(r.CombinerRecord(
+                combiner_id=r.new_id(), name=name, host=host, port=int(port), public_hostname=public_hostname,
+                status="online", last_seen=now))
+        self.invalidate(record.combiner_id)
+        log.info("combiner %s (%s) registered at %s", name, record.combiner_id, dial_address(host, int(port)))
+        return record
+
+    def get(self, combiner_id: str) -> r.CombinerRecord:
+        record = self.store.combiners.get(combiner_id)
+        if record is None:
+            raise NotFoundError(f"combiner {combiner_id!r} is not registered; (re)start it so that it registers")
+        return record
+
+    def find(self, name_or_id: str) -> r.CombinerRecord | None:
+        record = self.store.combiners.get(name_or_id)
+        if record is not None:
+            return record
+        _, found = self.store.combiners.list(ListQuery(filters={"name": name_or_id}, limit=1))
+        return found[0] if found else None
+
+    def all(self) -> list[r.CombinerRecord]:
+        return self.store.combiners.list()[1]
+
+    def online(self) -> list[r.CombinerRecord]:
+        return self.store.combiners.list(ListQuery(filters={"status": "online"}, sort_key="name",
+                                                   descending=False))[1]
+
+    def touch(self, combiner_id: str, load: int | None = None) -> r.CombinerRecord:
+        """Note that the combiner was heard from (and its reported load)."""
+        record = self.get(combiner_id)
+        record.last_seen = r.utcnow()
+        if record.status != "online":
+            log.info("combiner %s is online again", record.name)
+        record.status = "online"
+        if load is not None:
+            record.load = int(load)
+        return self.store.combiners.update(record)
+
+    def least_loaded(self) -> r.CombinerRecord | None:
+        """The online combiner with the fewest online clients (ties: by name)."""
+        candidates = self.online()
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: (self.store.clients.count({"combiner_id": c.combiner_id,
+                                                                         "status": "online"}), c.name))
+
+    # -- channels --------------------------------------------------------------------------
+    def stub(self, combiner: r.CombinerRecord) -> pb_grpc.ControlStub:
+        address = dial_address(combiner.host, combiner.port)
+        with self._lock:
+            cached = self._channels.get(combiner.combiner_id)
+            if cached is None or cached[0] != address:
+                if cached is not None:
+                    cached[1].close()
+                channel = grpc.insecure_channel(address)
+                self._channels[combiner.combiner_id] = (address, channel)
+                cached = (address, channel)
+        return pb_grpc.ControlStub(cached[1])
+
+    def invalidate(self, combiner_id: str) -> None:
+        """Drop the cached channel (after a failure or an address change); the next call dials anew."""
+        with self._lock:
+            cached = self._channels.pop(combiner_id, None)
+        if cached is not None:
+            cached[1].close()
+
+    def call_failed(self, combiner: r.CombinerRecord, what: str, error: Exception) -> str:
+        """Log a failed Control call, drop the channel if the combiner was unreachable; returns a message."""
+        if isinstance(error, grpc.FutureCancelledError):
+            message = f"{what} on combiner {combiner.name} was cancelled: the controller stopped waiting"
+            log.info(message)
+            return message
+        if isinstance(error, grpc.RpcError):
+            code = error.code()  # type: ignore[attr-defined]
+            message = f"{what} on combiner {combiner.name} failed: {code.name if code else 'UNKNOWN'}: " \
+                      f"{error.details()}"  # type: ignore[attr-defined]
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+                self.invalidate(combiner.combiner_id)
+        else:
+            message = f"{what} on combiner {combiner.name} failed: {error}"
+        log.warning(message)
+        return message
+
+    # -- fan-out questions -----------------------------------------------------------------
+    def list_active_clients(self, combiner: r.CombinerRecord, timeout: float = LIST_TIMEOUT) -> list[ActiveClient]:
+        reply = self.stub(combiner).ListActiveClients(pb.ClientListRequest(), timeout=timeout)
+        return [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id) for c in reply.clients]
+
+    def active_clients(self, combiners: Iterable[r.CombinerRecord] | None = None,
+                       timeout: float = LIST_TIMEOUT) -> dict[str, list[ActiveClient]]:
+        """Connected clients per online combiner, asked in parallel; an unreachable combiner is left out."""
+        targets = list(self.online() if combiners is None else combiners)
+        futures = []
+        for combiner in targets:
+            try:
+                futures.append((combiner, self.stub(combiner).ListActiveClients.future(pb.ClientListRequest(),
+                                                                                       timeout=timeout)))
+            except Exception as exc:  # a bad address must not break the fan-out
+                self.call_failed(combiner, "ListActiveClients", exc)
+        out: dict[str, list[ActiveClient]] = {}
+        for combiner, future in futures:
+            try:
+                reply = future.result()
+            except Exception as exc:
+                self.call_failed(combiner, "ListActiveClients", exc)
+                continue
+            out[combiner.combiner_id] = [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id)
+                                         for c in reply.clients]
+        return out
+
+    def abort_session(self, session_id: str, reason: str, combiners: Iterable[r.CombinerRecord] | None = None) -> None:
+        """Ask every (online) combiner to interrupt the session's running tasks; failures are only logged."""
+        targets = list(self.online() if combiners is None else combiners)
+        futures = []
+        request = pb.AbortRequest(session_id=session_id, reason=reason)
+        for combiner in targets:
+            try:
+                futures.append((combiner, self.stub(combiner).AbortSession.future(request, timeout=ABORT_TIMEOUT)))
+            except Exception as exc:
+                self.call_failed(combiner, "AbortSession", exc)
+        for combiner, future in futures:
+            try:
+                future.result()
+            except Exception as exc:
+                self.call_failed(combiner, "AbortSession", exc)
+
+    # -- liveness --------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Probe silent combiners; mark those silent for OFFLINE_AFTER seconds offline."""
+        now = r.utcnow()
+        mono = time.monotonic()
+        silent: list[r.CombinerRecord] = []
+        for combiner in self.all():
+            last = as_utc(combiner.last_seen) or combiner.committed_at
+            age = (now - as_utc(last)).total_seconds()  # type: ignore[operator]
+            if age < PROBE_AFTER:
+                continue
+            # offline combiners are probed less often so dead entries cost little
+            every = PROBE_AFTER if combiner.status == "online" else OFFLINE_AFTER
+            if mono - self._last_probe.get(combiner.combiner_id, 0.0) >= every:
+                self._last_probe[combiner.combiner_id] = mono
+                silent.append(combiner)
+            elif combiner.status == "online" and age >= OFFLINE_AFTER:
+                self._mark_offline(combiner, age)
+        if not silent:
+            return
+        answered = self.active_clients(silent, timeout=PROBE_TIMEOUT)
+        for combiner in silent:
+            if combiner.combiner_id in answered:
+                self.touch(combiner.combiner_id, load=len(answered[combiner.combiner_id]))
+                continue
+            last = as_utc(combiner.last_seen) or as_utc(combiner.committed_at)
+            age = (now - last).total_seconds()  # type: ignore[operator]
+            if combiner.status == "online" and age >= OFFLINE_AFTER:
+                self._mark_offline(combiner, age)
+
+    def _mark_offline(self, combiner: r.CombinerRecord, age: float) -> None:
+        current = self.store.combiners.get(combiner.combiner_id)
+        if current is None or current.status != "online":
+            return
+        last = as_utc(current.last_seen)
+        if last is not None and (r.utcnow() - last) < timedelta(seconds=OFFLINE_AFTER):
+            return  # heard from meanwhile
+        current.status = "offline"
+        self.store.combiners.update(current)
+        self.invalidate(current.combiner_id)
+        log.warning("combiner %s marked offline: not heard from in %.0f s", current.name, age)
+
+    def close(self) -> None:
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+        for _, channel in channels:
+            channel.close()
+
+
+def await_all(futures: Iterable[grpc.Future], stop: threading.Event | None = None,
+              grace: float | Callable[[], float] = 5.0, poll: float = 0.1) -> bool:
+    """Wait until every future is done. When `stop` is set, wait `grace` seconds more (a number, or a
+    function read after the stop) for the combiners to return their aborted outcomes, then cancel
+    what is left. True if stopped."""
+    pending = list(futures)
+    stopped_at: float | None = None
+    while True:
+        pending = [f for f in pending if not f.done()]
+        if not pending:
+            return stopped_at is not None
+        if stop is not None and stop.is_set():
+            now = time.monotonic()
+            stopped_at = now if stopped_at is None else stopped_at
+            if now - stopped_at >= (grace() if callable(grace) else grace):
+                for future in pending:
+                    future.cancel()
+                return True
+        time.sleep(poll)

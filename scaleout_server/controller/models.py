@@ -1,0 +1,126 @@
+"""Global models in the repository: ingest a seed, load a container's parameters, write new ones.
+
+Everything streams through temporary files, so a model is never held twice in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+from scaleout_server.errors import InvalidInput, TooLarge
+from scaleout_server.repository.base import ModelRepository
+from scaleout_server.store import records as r
+from scaleoututil import model as container
+from scaleoututil.helpers.helpers import get_helper
+from scaleoututil.protocol import CHUNK_SIZE
+
+MODELS = "models"
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    model_id: str
+    helper_type: str
+    size: int
+    checksum: str
+
+
+def copy_limited(source: BinaryIO, target: IO[bytes], max_bytes: int, what: str) -> int:
+    """Copy in chunks; TooLarge as soon as the limit is passed (0: no limit)."""
+    total = 0
+    while True:
+        chunk = source.read(CHUNK_SIZE)
+        if not chunk:
+            return total
+        total += len(chunk)
+        if max_bytes and total > max_bytes:
+            raise TooLarge(f"{what} is larger than the limit of {max_bytes} bytes (setting max_upload_bytes)")
+        target.write(chunk)
+
+
+def spooled_copy(source: IO[bytes]) -> IO[bytes]:
+    """A seekable copy (helpers such as numpy need to seek)."""
+    out = tempfile.TemporaryFile()
+    shutil.copyfileobj(source, out, CHUNK_SIZE)
+    out.seek(0)
+    return out
+
+
+def ingest_model(repository: ModelRepository, stream: BinaryIO, helper_type: str,
+                 max_bytes: int = 0) -> StoredModel:
+    """Accept raw helper bytes (e.g. an NPZ) or a container; store a container with a new id.
+
+    InvalidInput when the helper cannot load the parameters, so that a broken seed is refused at
+    upload rather than failing the first round.
+    """
+    with tempfile.TemporaryFile() as upload:
+        copy_limited(stream, upload, max_bytes, "the model file")
+        if upload.tell() == 0:
+            raise InvalidInput(f"not a valid model file for {helper_type}: the file is empty")
+        upload.seek(0)
+        training: IO[bytes] = upload
+        opened: IO[bytes] | None = None
+        try:
+            if container.is_container(upload):
+                metadata = container.read_container_metadata(upload)
+                upload.seek(0)
+                helper_type = metadata.get("helper_type") or helper_type
+                with container.open_training_model(upload) as entry:
+                    opened = spooled_copy(entry)
+                training = opened
+            helper = get_helper(helper_type)
+            try:
+                helper.load(training)
+            except Exception as exc:  # any loader failure means "not a model"
+                raise InvalidInput(f"not a valid model file for {helper_type}: {exc}") from None
+            training.seek(0)
+            return write_model(repository, training, helper_type)
+        except container.InvalidModel as exc:
+            raise InvalidInput(f"not a valid model file for {helper_type}: {exc}") from None
+        finally:
+            if opened is not None:
+                opened.close()
+
+
+def write_model(repository: ModelRepository, training_model: BinaryIO, helper_type: str,
+                model_id: str | None = None) -> StoredModel:
+    """Wrap raw helper bytes in a container and store it under `models/<model_id>`."""
+    model_id = model_id or r.new_id()
+    with tempfile.TemporaryFile() as out:
+        container.write_container(out, model_id, training_model, helper_type=helper_type)
+        out.seek(0)
+        size, checksum = repository.put(MODELS, model_id, out)
+    return StoredModel(model_id, helper_type, size, checksum)
+
+
+def save_params(repository: ModelRepository, params: Any, helper_type: str, model_id: str | None = None) -> StoredModel:
+    helper = get_helper(helper_type)
+    with tempfile.TemporaryFile() as raw:
+        helper.save(params, raw)
+        raw.seek(0)
+        return write_model(repository, raw, helper_type, model_id)
+
+
+def load_params(repository: ModelRepository, model_id: str, helper_type: str) -> Any:
+    """The training parameters of a stored container (or raw helper bytes, for robustness)."""
+    helper = get_helper(helper_type)
+    with repository.open(MODELS, model_id) as stream, spooled_copy(stream) as local:
+        if container.is_container(local):
+            with container.open_training_model(local) as entry, spooled_copy(entry) as training:
+                return helper.load(training)
+        return helper.load(local)
+
+
+def describe(repository: ModelRepository, model_id: str, helper_type: str) -> StoredModel:
+    """Size and SHA-256 of a stored model (for a combiner's model adopted as the global one)."""
+    digest = hashlib.sha256()
+    size = 0
+    with repository.open(MODELS, model_id) as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    return StoredModel(model_id, helper_type, size, digest.hexdigest())

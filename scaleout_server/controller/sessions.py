@@ -1,0 +1,392 @@
+"""SessionRunner: one session's rounds, run one after the other in a background thread.
+
+Each round is a small state machine (Pending -> Running -> [Validating ->] Finished, or Failed /
+Stopped) whose every step is written to the store as it happens. The round's result (new model,
+updates, round and session state) is committed in one transaction. Nothing here polls the
+database for progress: the combiners' `RunRound` calls block until their part is done and return a
+typed outcome, and a stop request interrupts every wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scaleout_server.controller import reduce as reducing
+from scaleout_server.controller.combiners import ActiveClient, CombinerRegistry, await_all
+from scaleout_server.controller.models import MODELS
+from scaleout_server.controller.session_config import SessionConfig
+from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher, parse_response
+from scaleout_server.repository.base import ModelRepository
+from scaleout_server.store import records as r
+from scaleout_server.store.base import Store
+from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.protocol import RoundStatus, SessionStatus, TaskStatus, TaskType
+
+log = logging.getLogger(__name__)
+
+CLIENT_POLL_INTERVAL = 0.5
+RUN_ROUND_MARGIN = 60.0  # the gRPC deadline of RunRound is round_timeout + this
+ABORT_GRACE = 5.0  # after a stop, how long combiners get to return their aborted outcomes
+STOPPED_BY_USER = "stopped by the user"
+
+
+class RoundFailed(Exception):
+    """The round cannot produce a model; the message is stored on the round and the session."""
+
+
+class SessionStopped(Exception):
+    """A stop request arrived while the round was in progress."""
+
+
+@dataclass
+class CombinerCall:
+    combiner: r.CombinerRecord
+    clients: list[ActiveClient]
+    future: Any = None
+    outcome: pb.RoundOutcome | None = None
+    error: str | None = None
+
+
+@dataclass
+class RoundContext:
+    record: r.RoundRecord
+    started: float = field(default_factory=time.monotonic)
+    uncommitted: list[str] = field(default_factory=list)  # partial models to remove if the round fails
+
+
+def parse_meta(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return {"raw": text}
+    return meta if isinstance(meta, dict) else {"value": meta}
+
+
+class SessionRunner:
+    """Runs `rounds` rounds of one session; `stop()` ends it early as Stopped."""
+
+    def __init__(self, store: Store, repository: ModelRepository, registry: CombinerRegistry,
+                 dispatcher: TaskDispatcher, session_id: str, rounds: int, round_timeout: float,
+                 on_exit: Callable[[SessionRunner], None] | None = None) -> None:
+        self.store = store
+        self.repository = repository
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.session_id = session_id
+        self.rounds = rounds
+        self.round_timeout = round_timeout
+        self.on_exit = on_exit
+        self.stop_event = threading.Event()
+        self.stop_reason = STOPPED_BY_USER
+        self._grace = ABORT_GRACE
+        self._thread = threading.Thread(target=self._run, name=f"session-{session_id[:8]}", daemon=True)
+
+    # -- control ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, reason: str = STOPPED_BY_USER, abort_combiners: bool = True) -> None:
+        """Flag the runner and (normally) ask every combiner to interrupt the session's tasks;
+        returns at once. The round in progress and the session end as Stopped."""
+        if self.stop_event.is_set():
+            return
+        self.stop_reason = reason
+        if not abort_combiners:
+            self._grace = 0.0  # nobody will make the combiners return early: stop waiting now
+        self.stop_event.set()
+        log.info("session %s: stop requested (%s)", self.session_id, reason)
+        if not abort_combiners:
+            return
+        try:
+            self.registry.abort_session(self.session_id, reason)
+        except Exception:
+            log.exception("session %s: asking the combiners to abort failed", self.session_id)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """True when the runner has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        current: RoundContext | None = None
+        try:
+            for _ in range(self.rounds):
+                if self.stop_event.is_set():
+                    raise SessionStopped()
+                current = None
+                current = self._start_round()
+                self._run_round(current)
+            self._end_session(SessionStatus.FINISHED, None)
+            log.info("session %s: finished %d round(s)", self.session_id, self.rounds)
+        except SessionStopped:
+            self._stopped(current)
+            log.info("session %s: stopped", self.session_id)
+        except RoundFailed as exc:
+            self._fail(current, str(exc))
+        except Exception as exc:  # the thread must record, not vanish
+            round_no = current.record.round_number if current else "-"
+            log.exception("session %s round %s: unexpected error", self.session_id, round_no)
+            self._fail(current, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if self.on_exit is not None:
+                try:
+                    self.on_exit(self)
+                except Exception:
+                    log.exception("session %s: exit callback failed", self.session_id)
+
+    def _fail(self, current: RoundContext | None, message: str) -> None:
+        if self.stop_event.is_set():  # a failure caused by the stop itself is a stop
+            self._stopped(current)
+            return
+        log.error("session %s round %s failed: %s", self.session_id,
+                  current.record.round_number if current else "-", message)
+        self._end_round(current, RoundStatus.FAILED, message)
+        self._end_session(SessionStatus.FAILED, message)
+
+    def _stopped(self, current: RoundContext | None) -> None:
+        self._end_round(current, RoundStatus.STOPPED, self.stop_reason)
+        self._end_session(SessionStatus.STOPPED, None if self.stop_reason == STOPPED_BY_USER else self.stop_reason)
+
+    def _session(self) -> r.SessionRecord:
+        return self.store.sessions.require(self.session_id)
+
+    def _end_session(self, status: str, error: str | None) -> None:
+        try:
+            session = self._session()
+            session.status = status
+            session.error = error
+            session.finished_at = r.utcnow()
+            self.store.sessions.update(session)
+        except Exception:
+            log.exception("session %s: could not record status %s", self.session_id, status)
+
+    def _end_round(self, current: RoundContext | None, status: str, error: str | None) -> None:
+        if current is None:
+            return
+        for model_id in current.uncommitted:
+            self._delete_model(model_id)
+        try:
+            record = self.store.rounds.get(current.record.round_id) or current.record
+            if record.status in (RoundStatus.FINISHED, RoundStatus.FAILED, RoundStatus.STOPPED):
+                return
+            record.status = status
+            record.error = error
+            record.finished_at = r.utcnow()
+            record.round_data = {**record.round_data, **current.record.round_data,
+                                 "duration": time.monotonic() - current.started}
+            record.combiners = current.record.combiners or record.combiners
+            self.store.rounds.update(record)
+        except Exception:
+            log.exception("session %s round %d: could not record status %s", self.session_id,
+                          current.record.round_number, status)
+
+    def _delete_model(self, model_id: str) -> None:
+        try:
+            self.repository.delete(MODELS, model_id)
+        except Exception:
+            log.exception("session %s: could not delete partial model %s", self.session_id, model_id)
+
+    # -- one round -------------------------------------------------------------------------
+    def _start_round(self) -> RoundContext:
+        session = self._session()
+        config = SessionConfig.from_stored(session.session_config)
+        number = self.store.rounds.count({"session_id": self.session_id}) + 1
+        record = r.RoundRecord(
+            round_id=r.new_id(), session_id=self.session_id, round_number=number, status=RoundStatus.PENDING,
+            model_id=config.model_id, round_config={**config.to_dict(), "round_timeout": self.round_timeout},
+            started_at=r.utcnow())
+        self.store.rounds.add(record)
+        current = RoundContext(record)
+        record.status = RoundStatus.RUNNING
+        current.record = self.store.rounds.update(record)
+        log.info("session %s round %d (%s): running from model %s", self.session_id, number, record.round_id,
+                 config.model_id)
+        return current
+
+    def _run_round(self, current: RoundContext) -> None:
+        record = current.record
+        config = SessionConfig.from_stored(record.round_config)
+        data = record.round_data
+
+        t = time.monotonic()
+        idle = self._wait_for_clients(config.clients_required)
+        data["time_wait_clients"] = time.monotonic() - t
+
+        # never fewer than clients_required, even when requested_clients is set lower
+        wanted = max(config.requested_clients, config.clients_required)
+        selected = random.sample(idle, min(wanted, len(idle)))
+        data["clients_selected"] = len(selected)
+        t = time.monotonic()
+        calls = self._run_on_combiners(record, config, selected)
+        data["time_training"] = time.monotonic() - t
+        record.combiners = [self._combiner_entry(call) for call in calls]
+        partials = [reducing.PartialModel(call.combiner.name, call.outcome.model_id, call.outcome.num_examples)
+                    for call in calls if call.outcome is not None and call.outcome.model_id]
+        current.uncommitted = [p.model_id for p in partials]
+        if self.stop_event.is_set():
+            raise SessionStopped()
+        if not partials:
+            errors = "; ".join(c.error for c in calls if c.error)
+            raise RoundFailed(f"no client returned a model update within round_timeout ({self.round_timeout:g}s)"
+                              + (f"; {errors}" if errors else ""))
+
+        t = time.monotonic()
+        reduced = reducing.reduce_partials(self.repository, partials, config.helper_type)
+        current.uncommitted = list(dict.fromkeys([*current.uncommitted, reduced.model.model_id]))
+        data["time_reduce"] = time.monotonic() - t
+        if self.stop_event.is_set():
+            raise SessionStopped()
+
+        t = time.monotonic()
+        self._commit(current, config, calls, reduced)
+        current.uncommitted = []
+        for model_id in reduced.partials_to_delete:
+            if model_id != reduced.model.model_id:
+                self._delete_model(model_id)
+        data["time_commit"] = time.monotonic() - t
+
+        t = time.monotonic()
+        if config.validate:
+            data["validation"] = self._validate(record, reduced.model.model_id, config)
+        data["time_validation"] = time.monotonic() - t
+        if self.stop_event.is_set():
+            raise SessionStopped()
+
+        record = self.store.rounds.require(record.round_id)
+        record.round_data = {**data, "duration": time.monotonic() - current.started}
+        record.status = RoundStatus.FINISHED
+        record.finished_at = r.utcnow()
+        current.record = self.store.rounds.update(record)
+        log.info("session %s round %d: finished, new global model %s", self.session_id, record.round_number,
+                 reduced.model.model_id)
+
+    def _wait_for_clients(self, required: int) -> list[ActiveClient]:
+        """Idle clients across all combiners, once at least `required` of them are connected."""
+        deadline = time.monotonic() + self.round_timeout
+        idle: list[ActiveClient] = []
+        combiners_seen = 0
+        while True:
+            active = self.registry.active_clients()
+            combiners_seen = len(active)
+            idle = [c for clients in active.values() for c in clients if not c.busy]
+            if len(idle) >= required:
+                return idle
+            if time.monotonic() >= deadline:
+                break
+            if self.stop_event.wait(CLIENT_POLL_INTERVAL):
+                raise SessionStopped()
+        hint = "" if combiners_seen else "; no combiner answered"
+        raise RoundFailed(f"only {len(idle)} of the {required} required clients connected within round_timeout "
+                          f"({self.round_timeout:g}s){hint}")
+
+    def _run_on_combiners(self, record: r.RoundRecord, config: SessionConfig,
+                          selected: list[ActiveClient]) -> list[CombinerCall]:
+        by_combiner: dict[str, list[ActiveClient]] = {}
+        for client in selected:
+            by_combiner.setdefault(client.combiner_id, []).append(client)
+        calls: list[CombinerCall] = []
+        for combiner_id, clients in by_combiner.items():
+            call = CombinerCall(self.registry.get(combiner_id), clients)
+            buffer_size = config.buffer_size if config.buffer_size < 0 else min(config.buffer_size, len(clients))
+            spec = pb.RoundSpec(
+                session_id=self.session_id, round_id=record.round_id, model_id=record.model_id or "",
+                helper_type=config.helper_type, client_ids=[c.client_id for c in clients],
+                aggregator=config.aggregator, aggregator_kwargs=json.dumps(config.aggregator_kwargs),
+                round_timeout=self.round_timeout, buffer_size=buffer_size, client_settings="{}",
+                delete_models=config.delete_models_storage)
+            try:
+                call.future = self.registry.stub(call.combiner).RunRound.future(
+                    spec, timeout=self.round_timeout + RUN_ROUND_MARGIN)
+            except Exception as exc:  # recorded on the round
+                call.error = self.registry.call_failed(call.combiner, "RunRound", exc)
+            calls.append(call)
+        log.info("session %s round %d: training on %d client(s) via %d combiner(s)", self.session_id,
+                 record.round_number, len(selected), len(calls))
+        await_all([c.future for c in calls if c.future is not None], self.stop_event, grace=lambda: self._grace)
+        for call in calls:
+            if call.future is None:
+                continue
+            try:
+                call.outcome = call.future.result()
+                self.registry.touch(call.combiner.combiner_id)
+            except Exception as exc:  # one combiner failing does not end the round
+                call.error = self.registry.call_failed(call.combiner, "RunRound", exc)
+                continue
+            if call.outcome.error:
+                call.error = call.outcome.error
+                log.warning("session %s round %d: combiner %s reported: %s", self.session_id, record.round_number,
+                            call.combiner.name, call.outcome.error)
+        return calls
+
+    @staticmethod
+    def _combiner_entry(call: CombinerCall) -> dict[str, Any]:
+        outcome = call.outcome
+        return {
+            "combiner_id": call.combiner.combiner_id,
+            "name": call.combiner.name,
+            "clients": len(call.clients),
+            "model_id": (outcome.model_id or None) if outcome else None,
+            "num_examples": outcome.num_examples if outcome else 0.0,
+            "updates_received": len(outcome.updates) if outcome else 0,
+            "updates_expected": outcome.updates_expected if outcome else len(call.clients),
+            "time_wait": outcome.time_wait if outcome else None,
+            "time_aggregation": outcome.time_aggregation if outcome else None,
+            "aborted": bool(outcome.aborted) if outcome else False,
+            "error": call.error,
+            # why clients did not contribute: their task results other than COMPLETED
+            "client_errors": [{"client_id": t.client_id, "client_name": t.client_name, "status": t.status,
+                               "response": parse_response(t.response)}
+                              for t in (outcome.tasks if outcome else []) if t.status != TaskStatus.COMPLETED],
+        }
+
+    def _commit(self, current: RoundContext, config: SessionConfig, calls: list[CombinerCall],
+                reduced: reducing.Reduced) -> None:
+        record = current.record
+        model = r.ModelRecord(
+            model_id=reduced.model.model_id, parent_model=record.model_id, session_id=self.session_id,
+            round_id=record.round_id, helper_type=config.helper_type, size=reduced.model.size,
+            checksum=reduced.model.checksum)
+        updates: dict[str, r.UpdateRecord] = {}  # keyed by id: a combiner reporting an update twice is harmless
+        for call in calls:
+            for info in call.outcome.updates if call.outcome is not None else []:
+                update = r.UpdateRecord(
+                    update_id=info.model_update_id or r.new_id(), round_id=record.round_id,
+                    session_id=self.session_id, client_id=info.client_id, model_id=record.model_id,
+                    correlation_id=info.correlation_id or None, num_examples=info.num_examples,
+                    meta=parse_meta(info.meta))
+                updates[update.update_id] = update
+        record.new_model_id = model.model_id
+        record.status = RoundStatus.VALIDATING if config.validate else RoundStatus.FINISHED
+        if not config.validate:
+            record.finished_at = r.utcnow()
+        session = self._session()
+        session.session_config = {**session.session_config, "model_id": model.model_id}
+        self.store.commit_round(record, model, list(updates.values()), session)
+
+    def _validate(self, record: r.RoundRecord, model_id: str, config: SessionConfig) -> dict[str, Any]:
+        """Every connected client validates the new model; the combiners store the results."""
+        active = self.registry.active_clients()
+        targets = [Target(self.registry.get(cid), clients) for cid, clients in active.items() if clients]
+        if not targets:
+            return {"clients": 0, "completed": 0, "errors": ["no client connected for validation"]}
+        batch = TaskBatch(task_type=TaskType.VALIDATION.value, model_id=model_id, session_id=self.session_id,
+                          round_id=record.round_id, timeout=self.round_timeout, batch_id=record.round_id)
+        results = self.dispatcher.run(batch, targets, stop=self.stop_event, grace=lambda: self._grace)
+        completed = sum(1 for x in results if x["status"] == TaskStatus.COMPLETED)
+        errors = [f"{x['client_name'] or x['client_id']}: {x['status']} {x['response'] or ''}".strip()
+                  for x in results if x["status"] != TaskStatus.COMPLETED]
+        return {"clients": len(results), "completed": completed, "errors": errors}
