@@ -347,10 +347,9 @@ class SessionRunner:
             "time_aggregation": outcome.time_aggregation if outcome else None,
             "aborted": bool(outcome.aborted) if outcome else False,
             "error": call.error,
-            # why clients did not contribute: their task results other than COMPLETED
-            "client_errors": [{"client_id": t.client_id, "client_name": t.client_name, "status": t.status,
-                               "response": parse_response(t.response)}
-                              for t in (outcome.tasks if outcome else []) if t.status != TaskStatus.COMPLETED],
+            # every selected client's task result: why a client did not contribute is in its response
+            "tasks": [{"client_id": t.client_id, "client_name": t.client_name, "status": t.status,
+                       "response": parse_response(t.response)} for t in (outcome.tasks if outcome else [])],
         }
 
     def _commit(self, current: RoundContext, config: SessionConfig, calls: list[CombinerCall],

@@ -140,7 +140,7 @@ def test_round_fails_when_no_combiner_returns_a_model(env: Env) -> None:
     assert session.session_config["model_id"] == seed
     (round_,) = rounds_of(env, session.session_id)
     assert round_.status == RoundStatus.FAILED and round_.combiners[0]["error"] == "no update arrived"
-    assert round_.combiners[0]["client_errors"] == [
+    assert round_.combiners[0]["tasks"] == [
         {"client_id": "a", "client_name": "name-a", "status": "FAILED", "response": {"error": "boom"}}]
 
 
