@@ -102,6 +102,37 @@ class Deployment:
         wait_until(ready, timeout, 0.2, "server and combiner")
         return proc
 
+    def start_controller(self, timeout: float = 60) -> Proc:
+        proc = self._spawn("controller", scaleout_cmd(
+            "controller", "start", "--host", "127.0.0.1", "--api-port", str(self.api_port),
+            "--data-dir", str(self.data_dir)), cwd=self.root)
+        wait_until(lambda: self._answers("/health", proc), timeout, 0.2, "controller")
+        return proc
+
+    def start_combiner(self, name: str = "combiner", port: int | None = None, timeout: float = 60) -> Proc:
+        """A stand-alone combiner registering with this deployment's controller over REST."""
+        proc = self._spawn(f"combiner-{name}", scaleout_cmd(
+            "combiner", "start", "--controller", self.api_url, "--host", "127.0.0.1",
+            "--port", str(port or self.combiner_port), "--name", name,
+            "--data-dir", str(self.root / f"combiner-{name}")), cwd=self.root)
+
+        def registered() -> bool:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"combiner exited early:\n{proc.output()}")
+            found = self.get("/api/v1/combiners/", params={"name": name})["result"]
+            return bool(found) and found[0]["status"] == "online"
+
+        wait_until(registered, timeout, 0.2, f"combiner {name} to register")
+        return proc
+
+    def _answers(self, path: str, proc: Proc) -> bool:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.output()}")
+        try:
+            return requests.get(self.api_url + path, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
     # -- REST ---------------------------------------------------------------------------
     def get(self, path: str, **kw: Any) -> Any:
         r = requests.get(self.api_url + path, timeout=30, **kw)
