@@ -251,7 +251,7 @@ def active_helper(api: Api) -> str:
 @click.option("-n", "--name", default=None, help="Name of the session")
 @click.option("-a", "--aggregator", default="fedavg", show_default=True, help="The aggregator plugin to use")
 @click.option("-ak", "--aggregator_kwargs", "aggregator_kwargs", default=None,
-              help="Aggregator keyword arguments as a JSON object, e.g. '{\"serveropt\": \"adam\"}'")
+              help="Aggregator keyword arguments as a JSON object (fedavg takes none)")
 @click.option("-m", "--model_id", "model_id", default=None, help="The id of the initial model [default: the newest]")
 @click.option("-rt", "--round_timeout", "round_timeout", type=click.IntRange(min=1), default=180, show_default=True,
               help="The round timeout to use in seconds")

@@ -26,6 +26,7 @@ from scaleout_server.combiner.rounds import Rounds
 from scaleout_server.store import records as r
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
+from scaleoututil.jsontext import loads_lenient
 from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID, MD_NAME, AnnounceType, TaskType
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,6 @@ def timestamp_of(message: Any) -> datetime:
         if ts.seconds or ts.nanos:
             return ts.ToDatetime(tzinfo=UTC)
     return datetime.now(UTC)
-
-
-def parse_json(text: str) -> Any:
-    """JSON text as a value; text that is not JSON is kept as a string."""
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class RecentIds:
@@ -182,7 +173,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         if kind == AnnounceType.VERSION_CHECK:
             if client_id:
                 self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
-            client_version = (parse_json(request.parameters) or {}) if request.parameters else {}
+            client_version = (loads_lenient(request.parameters) or {}) if request.parameters else {}
             version = client_version.get("client-version") if isinstance(client_version, dict) else None
             log.info("client %s (version %s) checked compatibility", client_id or "?", version or "?")
             return pb.Response(response=f"combiner version {self.version}",
@@ -223,7 +214,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         if request.correlation_id and not self._seen.add("validation:" + request.correlation_id):
             return pb.Response(response="duplicate validation, already received")
         task = self.clients.get_task(request.correlation_id)
-        data = parse_json(request.data)
+        data = loads_lenient(request.data)
         self.link.emit_record(r.ValidationRecord(
             validation_id=str(uuid.uuid4()), model_id=request.model_id or (task.model_id if task else ""),
             data=data if isinstance(data, dict) else {"value": data}, sender=self._sender(state, request.client_id),
@@ -240,7 +231,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         self.link.emit_record(r.PredictionRecord(
             prediction_record_id=str(uuid.uuid4()), prediction_id=prediction_id,
             model_id=request.model_id or (task.model_id if task else ""), sender=self._sender(state, request.client_id),
-            data=parse_json(request.data), correlation_id=request.correlation_id or None,
+            data=loads_lenient(request.data), correlation_id=request.correlation_id or None,
             timestamp=timestamp_of(request)))
         return pb.Response(response="prediction received")
 
@@ -308,7 +299,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             if self._seen.add("telemetry:" + record.telemetry_id):
                 self.link.emit_record(r.TelemetryRecord(
                     telemetry_id=record.telemetry_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
-                    value=parse_json(record.payload), timestamp=timestamp_of(record)))
+                    value=loads_lenient(record.payload), timestamp=timestamp_of(record)))
             yield pb.RecordAck(record_ids=[record.telemetry_id])
 
     async def StreamAttributeRecord(self, request_iterator: AsyncIterator[pb.AttributeRecord],
@@ -319,7 +310,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             if self._seen.add("attribute:" + record.attribute_id):
                 self.link.emit_record(r.AttributeRecord(
                     attribute_id=record.attribute_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
-                    value=parse_json(record.payload), timestamp=timestamp_of(record)))
+                    value=loads_lenient(record.payload), timestamp=timestamp_of(record)))
             yield pb.RecordAck(record_ids=[record.attribute_id])
 
     async def StreamInferenceResult(self, request_iterator: AsyncIterator[pb.InferenceResult],
@@ -333,6 +324,6 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
                     prediction_record_id=result.inference_result_id or str(uuid.uuid4()),
                     prediction_id=(task.batch_id if task else "") or result.inference_id,
                     model_id=result.model_id or (task.model_id if task else ""), sender=sender,
-                    data={result.key: parse_json(result.payload)} if result.key else parse_json(result.payload),
+                    data={result.key: loads_lenient(result.payload)} if result.key else loads_lenient(result.payload),
                     correlation_id=result.inference_id or None, timestamp=timestamp_of(result)))
             yield pb.RecordAck(record_ids=[result.inference_result_id])

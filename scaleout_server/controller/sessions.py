@@ -22,11 +22,12 @@ from scaleout_server.controller import reduce as reducing
 from scaleout_server.controller.combiners import ActiveClient, CombinerRegistry, await_all
 from scaleout_server.controller.models import MODELS
 from scaleout_server.controller.session_config import SessionConfig
-from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher, parse_response
+from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher
 from scaleout_server.repository.base import ModelRepository
 from scaleout_server.store import records as r
 from scaleout_server.store.base import Store
 from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.jsontext import loads_lenient
 from scaleoututil.protocol import RoundStatus, SessionStatus, TaskStatus, TaskType
 
 log = logging.getLogger(__name__)
@@ -349,7 +350,7 @@ class SessionRunner:
             "error": call.error,
             # every selected client's task result: why a client did not contribute is in its response
             "tasks": [{"client_id": t.client_id, "client_name": t.client_name, "status": t.status,
-                       "response": parse_response(t.response)} for t in (outcome.tasks if outcome else [])],
+                       "response": loads_lenient(t.response)} for t in (outcome.tasks if outcome else [])],
         }
 
     def _commit(self, current: RoundContext, config: SessionConfig, calls: list[CombinerCall],

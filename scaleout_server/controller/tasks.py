@@ -20,6 +20,7 @@ from scaleout_server.controller.combiners import ActiveClient, CombinerRegistry,
 from scaleout_server.errors import InvalidInput
 from scaleout_server.store import records as r
 from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.jsontext import loads_lenient
 from scaleoututil.protocol import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,6 @@ class Target:
     clients: list[ActiveClient]
 
 
-def parse_response(text: str) -> Any:
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def result_dict(result: pb.TaskResult, combiner: r.CombinerRecord) -> dict[str, Any]:
     return {
         "client_id": result.client_id,
@@ -60,7 +52,7 @@ def result_dict(result: pb.TaskResult, combiner: r.CombinerRecord) -> dict[str, 
         "combiner": combiner.name,
         "correlation_id": result.correlation_id,
         "status": result.status,
-        "response": parse_response(result.response),
+        "response": loads_lenient(result.response),
     }
 
 
