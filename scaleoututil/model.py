@@ -178,6 +178,26 @@ class ScaleoutModel:
         self._container: tempfile.SpooledTemporaryFile[bytes] | None = None
         self._checksum: str | None = None
 
+    def close(self) -> None:
+        """Release the backing temporary files now rather than when the object is collected."""
+        with self._lock:
+            for spool in (self._training, self._container):
+                if spool is not None:
+                    spool.close()
+            self._training = self._container = None
+
+    def __enter__(self) -> ScaleoutModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - interpreter shutdown may have torn down what close() uses
+            pass
+
     def __repr__(self) -> str:
         return f"ScaleoutModel(model_id={self._model_id!r}, helper_type={self._helper_type!r})"
 
@@ -344,6 +364,8 @@ class ScaleoutModel:
     def _invalidate_container(self) -> None:
         if self._training is None:
             self._training = self._extract_training()
+        if self._container is not None:
+            self._container.close()
         self._container = None
         self._checksum = None
 
@@ -354,6 +376,7 @@ class ScaleoutModel:
             self._training.seek(0)
             write_container(spool, self._model_id, self._training, self._helper_type, self._user_metadata)
             self._container = spool
+            self._training.close()
             self._training = None
             self._checksum = None
         return self._container
