@@ -44,6 +44,8 @@ class ServerSettings:
     def masked(self) -> dict[str, Any]:
         """For printing at start: every value, secrets hidden."""
         out = {k: str(v) for k, v in dataclasses.asdict(self).items()}
+        out["store_url"] = self.resolved_store_url()
+        out["repository_path"] = str(self.resolved_repository_path().resolve())
         if "@" in out["store_url"]:
             scheme, rest = out["store_url"].split("://", 1)
             out["store_url"] = f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -7,6 +7,7 @@ they talk over the network exactly as they would on separate hosts.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -44,6 +45,19 @@ def _config_option(f: Any) -> Any:
                         help="YAML settings file (overridden by SCALEOUT_* variables and by flags).")(f)
 
 
+def _log_level_option(f: Any) -> Any:
+    return click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+                        default="info", show_default=True, help="How much the server logs (to stderr).")(f)
+
+
+def configure_logging(level: str) -> None:
+    """One log format for every server process; uvicorn's access log stays quiet."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def _run_controller(settings: Any) -> None:
     import uvicorn
 
@@ -62,10 +76,13 @@ def _run_controller(settings: Any) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the statestore and model repository.  [default: ./scaleout-data]")
 @_config_option
-def controller_start(host: str | None, api_port: int | None, data_dir: str | None, config: str | None) -> None:
+@_log_level_option
+def controller_start(host: str | None, api_port: int | None, data_dir: str | None, config: str | None,
+                     log_level: str) -> None:
     """Start a stand-alone controller: REST API, UI, sessions and rounds.
 
     Combiners register with it (`scaleout combiner start --controller URL`)."""
+    configure_logging(log_level)
     settings = _settings(config, host=host, api_port=api_port, data_dir=data_dir)
     _print_settings("Starting controller with settings:", settings)
     click.secho(LOCAL_MODE_WARNING, fg="yellow", err=True)
@@ -83,9 +100,11 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for in-flight model updates.  [default: ./scaleout-data]")
 @_config_option
+@_log_level_option
 def combiner_start(controller_url: str | None, host: str | None, combiner_port: int | None, combiner_name: str | None,
-                   public_hostname: str | None, data_dir: str | None, config: str | None) -> None:
+                   public_hostname: str | None, data_dir: str | None, config: str | None, log_level: str) -> None:
     """Start a combiner: clients poll it for tasks and send it their model updates."""
+    configure_logging(log_level)
     settings = _settings(config, controller_url=controller_url, host=host, combiner_port=combiner_port,
                          combiner_name=combiner_name, public_hostname=public_hostname, data_dir=data_dir)
     if not settings.controller_url:
@@ -105,11 +124,13 @@ def combiner_start(controller_url: str | None, host: str | None, combiner_port: 
               help="Folder for the SQLite statestore, the model repository and in-flight updates.  "
                    "[default: ./scaleout-data]")
 @_config_option
+@_log_level_option
 def server_start(host: str | None, api_port: int | None, combiner_port: int | None, data_dir: str | None,
-                 config: str | None) -> None:
+                 config: str | None, log_level: str) -> None:
     """Run the whole server on this machine: a controller and one combiner.
 
     Storage is embedded: SQLite and a local folder under --data-dir; no other services."""
+    configure_logging(log_level)
     settings = _settings(config, host=host, api_port=api_port, combiner_port=combiner_port, data_dir=data_dir)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     _print_settings("Starting Scaleout Edge server (controller + combiner) with settings:", settings)
@@ -118,7 +139,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
     combiner_cmd = [
         sys.executable, "-m", "scaleout", "combiner", "start",
         "--controller", api_url, "--host", settings.host, "--port", str(settings.combiner_port),
-        "--name", settings.combiner_name, "--data-dir", str(settings.data_dir),
+        "--name", settings.combiner_name, "--data-dir", str(settings.data_dir), "--log-level", log_level,
     ]
     if config:
         combiner_cmd += ["--config", config]

@@ -22,6 +22,8 @@ from scaleout_server.store import codec
 
 log = logging.getLogger(__name__)
 
+QUIET_REGISTRATION_SECONDS = 10.0
+
 BATCH_INTERVAL = 0.2  # seconds between deliveries
 BATCH_MAX = 500  # events per request
 QUEUE_MAX = 100_000  # events kept while the controller is unreachable
@@ -223,8 +225,10 @@ class ControllerLink(EventLink):
             if self._register_timeout is not None and time.monotonic() - started > self._register_timeout:
                 raise RuntimeError(f"controller at {self.url} {problem}; gave up registering after "
                                    f"{attempt} attempts")
-            log.warning("controller at %s %s; retrying registration in %.1fs (attempt %d)", self.url, problem,
-                        delay, attempt)
+            # a controller starting alongside (scaleout server start) is normal for a few seconds
+            level = logging.INFO if time.monotonic() - started < QUIET_REGISTRATION_SECONDS else logging.WARNING
+            log.log(level, "controller at %s %s; retrying registration in %.1fs (attempt %d)", self.url, problem,
+                    delay, attempt)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
