@@ -51,10 +51,14 @@ def add_package(
     file_token: str | None = Form(None),
     file_name: str | None = Form(None),
     file: UploadFile | None = File(None),
+    restart_clients: bool = Form(False),
+    abort_ongoing_tasks: bool = Form(False),
 ) -> dict[str, Any]:
     """Store a compute package (tar.gz/tgz/tar.bz2 with scaleout.yaml) and make it the active one.
 
-    Either a multipart `file`, or `file_token` from /api/v1/file-upload (official CLI)."""
+    Either a multipart `file`, or `file_token` from /api/v1/file-upload (official CLI). With
+    `restart_clients=true` (official CLI `--restart-clients`) every connected client is asked to
+    restart, aborting its running tasks first when `abort_ongoing_tasks=true`."""
     helper_type = (helper or active_helper(controller.store)).strip()
     limit = controller.settings.max_package_bytes
     if file is not None:
@@ -76,7 +80,12 @@ def add_package(
     else:
         raise InvalidInput("Send the package as a multipart 'file' field, or upload it with /api/v1/file-upload "
                            "and send the returned 'file_token' as a form field")
-    return {"message": "Package uploaded", "package_id": record.package_id, "package": to_json(record)}
+    out: dict[str, Any] = {"message": "Package uploaded", "package_id": record.package_id, "package": to_json(record)}
+    if restart_clients:
+        command = controller.restart_clients(abort_ongoing_tasks)
+        out["restart_command_id"] = command.command_id if command is not None else None
+        out["restarted_clients"] = command.client_ids if command is not None else []
+    return out
 
 
 @router.get("/api/v1/packages/active")

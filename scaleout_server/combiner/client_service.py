@@ -69,6 +69,18 @@ def timestamp_of(message: Any) -> datetime:
     return datetime.now(UTC)
 
 
+def record_value(payload: str) -> Any:
+    """The value of a streamed attribute or telemetry record.
+
+    The 1.1 client wraps a scalar as `{"value": v}` (`log_attributes({"charging": "True"})`, the
+    cpu/memory loop), while the unary messages of 1.0.x clients and ours carry `v` itself; unwrapping
+    stores one shape for both, so `attributes/current` answers `"True"` whichever client sent it."""
+    value = loads_lenient(payload)
+    if isinstance(value, dict) and len(value) == 1 and "value" in value:
+        return value["value"]
+    return value
+
+
 class RecentIds:
     """A bounded set: ids of records already forwarded, so client re-sends are not stored twice."""
 
@@ -299,7 +311,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             if self._seen.add("telemetry:" + record.telemetry_id):
                 self.link.emit_record(r.TelemetryRecord(
                     telemetry_id=record.telemetry_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
-                    value=loads_lenient(record.payload), timestamp=timestamp_of(record)))
+                    value=record_value(record.payload), timestamp=timestamp_of(record)))
             yield pb.RecordAck(record_ids=[record.telemetry_id])
 
     async def StreamAttributeRecord(self, request_iterator: AsyncIterator[pb.AttributeRecord],
@@ -310,7 +322,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             if self._seen.add("attribute:" + record.attribute_id):
                 self.link.emit_record(r.AttributeRecord(
                     attribute_id=record.attribute_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
-                    value=loads_lenient(record.payload), timestamp=timestamp_of(record)))
+                    value=record_value(record.payload), timestamp=timestamp_of(record)))
             yield pb.RecordAck(record_ids=[record.attribute_id])
 
     async def StreamInferenceResult(self, request_iterator: AsyncIterator[pb.InferenceResult],

@@ -44,6 +44,7 @@ RESTARTED = "the controller restarted during this session"
 SHUT_DOWN = "the controller shut down during this session"
 PACKAGE_EXTENSIONS = (".tar.gz", ".tgz", ".tar.bz2")
 PACKAGE_MANIFEST = "scaleout.yaml"
+RESTART_TIMEOUT = 120.0  # seconds clients get to finish (or abort) their tasks and report a restart task done
 NO_COMBINER = ("no combiner is connected to this controller; start one with "
                "`scaleout combiner start --controller URL` or use `scaleout server start`")
 NO_MODEL = ("no model in the repository: upload a seed model first with "
@@ -197,6 +198,7 @@ class Controller:
         stored = self._store_records(records)
         for data in seen:
             self._client_seen(combiner_id, data)
+        self._keep_current_values(records)
         self.registry.touch(combiner_id, load)
         return stored + len(seen) + (1 if load is not None else 0)
 
@@ -204,6 +206,23 @@ class Controller:
         if records:
             self.store.add_many(records)  # ids already stored (a batch sent twice) are skipped
         return len(records)
+
+    def _keep_current_values(self, records: list[Any]) -> None:
+        """Copy each client's newest attribute and telemetry values onto its ClientRecord: that is
+        what `/api/v1/attributes/current` answers (server functions select clients by it) and what
+        the client list shows. Records are in arrival order, so a later one wins."""
+        latest: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        for record in records:
+            if isinstance(record, (r.AttributeRecord, r.TelemetryRecord)) and record.client_id and record.key:
+                attributes, telemetry = latest.setdefault(record.client_id, ({}, {}))
+                (attributes if isinstance(record, r.AttributeRecord) else telemetry)[record.key] = record.value
+        for client_id, (attributes, telemetry) in latest.items():
+            client = self.store.clients.get(client_id)
+            if client is None:  # a client the store does not know: the records alone are kept
+                continue
+            client.attributes = {**(client.attributes or {}), **attributes}
+            client.telemetry = {**(client.telemetry or {}), **telemetry}
+            self.store.clients.upsert(client)
 
     @staticmethod
     def _check_client_seen(index: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +269,9 @@ class Controller:
         record.client_version = client_version
         record.preferred_combiner = preferred_combiner
         record.ip = ip or record.ip
+        hint = plaintext_hint(client_version)
+        if hint:
+            log.warning("client %s (%s): %s", client_id, record.name, hint)
         return self.store.clients.upsert(record), combiner
 
     # -- models and packages ---------------------------------------------------------------
@@ -406,6 +428,23 @@ class Controller:
                           batch_id=record.command_id)
         return self._execute(record, batch, targets, synchronous)
 
+    def restart_clients(self, abort_ongoing_tasks: bool) -> r.CommandRecord | None:
+        """Ask every connected client to restart itself (`Scaleout_RestartClient`, sent by `package
+        set-active --restart-clients`): an official 1.1 client runs `client start` again, which fetches
+        the newly active package when it uses --remote-package. Clients that cannot restart themselves
+        report FAILED on the returned command. None when no client is connected."""
+        try:
+            targets = self.dispatcher.resolve(None)
+        except InvalidInput:  # nobody connected: nothing to restart
+            return None
+        parameters = {"abort_ongoing_tasks": bool(abort_ongoing_tasks), "force": False}
+        task_type = TaskType.RESTART_CLIENT.value
+        record = r.CommandRecord(command_id=r.new_id(), command_type=task_type, parameters=parameters,
+                                 client_ids=target_client_ids(targets))
+        batch = TaskBatch(task_type=task_type, data={"parameters": parameters}, timeout=RESTART_TIMEOUT,
+                          batch_id=record.command_id)
+        return self._execute(record, batch, targets, synchronous=False)
+
     def start_prediction(self, prediction_id: str, model_id: str | None, client_ids: list[str] | None,
                          parameters: dict[str, Any], timeout: float, synchronous: bool) -> r.CommandRecord:
         """Ask clients' predict callbacks to run on a model (default: latest); results are stored
@@ -473,6 +512,17 @@ class Controller:
         """`{"state": "idle"|"running", "session_id": ...}` for `/get_controller_status`."""
         session_id = self._running_session_id()
         return {"state": "running" if session_id else "idle", "session_id": session_id}
+
+
+def plaintext_hint(client_version: str | None) -> str | None:
+    """Official 1.0.x clients after 1.0.0 ignore the `grpc_secure: false` this server returns and
+    dial the combiner with TLS unless SCALEOUT_GRPC_SECURE=false is set; this combiner speaks
+    plaintext gRPC, so such a client fails with a TLS handshake error (WRONG_VERSION_NUMBER)."""
+    parts = (client_version or "").strip().split(".")
+    if len(parts) < 3 or parts[:2] != ["1", "0"] or parts[2] in ("0", ""):
+        return None
+    return (f"official client {client_version} uses TLS for gRPC by default, and this combiner is plaintext: "
+            "if it fails with a TLS handshake error, start it with SCALEOUT_GRPC_SECURE=false")
 
 
 def default_client_name(client_id: str) -> str:

@@ -55,6 +55,20 @@ class CombinerCall:
     error: str | None = None
 
 
+def training_failures(calls: list[CombinerCall]) -> list[str]:
+    """`name: error` for each client whose training task FAILED: when every client fails at once
+    (e.g. user code that does not run on that client version) this, not the timeout, is the cause."""
+    out: list[str] = []
+    for call in calls:
+        for task in call.outcome.tasks if call.outcome is not None else []:
+            if task.status != TaskStatus.FAILED:
+                continue
+            response = loads_lenient(task.response)
+            reason = response.get("error") if isinstance(response, dict) else response
+            out.append(f"{task.client_name or task.client_id}: {reason or 'no reason given'}")
+    return out
+
+
 @dataclass
 class RoundContext:
     record: r.RoundRecord
@@ -241,9 +255,13 @@ class SessionRunner:
         if self.stop_event.is_set():
             raise SessionStopped()
         if not partials:
-            errors = "; ".join(c.error for c in calls if c.error)
+            errors = [c.error for c in calls if c.error]
+            failures = training_failures(calls)
+            if failures:
+                errors.append(f"training failed on {len(failures)} client(s): " + "; ".join(failures[:5])
+                              + (" ..." if len(failures) > 5 else ""))
             raise RoundFailed(f"no client returned a model update within round_timeout ({self.round_timeout:g}s)"
-                              + (f"; {errors}" if errors else ""))
+                              + "".join(f"; {e}" for e in errors))
 
         t = time.monotonic()
         reduced = reducing.reduce_partials(self.repository, partials, config.helper_type)
