@@ -24,14 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "importer-client"
 
 
-def sh(args: list[str], cwd: Path, quiet: bool = False) -> str:
+def sh(args: list[str], cwd: Path) -> None:
+    """Run a `scaleout` command with its output going straight to ours (live progress included)."""
     print(f"$ scaleout {' '.join(args)}", flush=True)
-    result = subprocess.run([sys.executable, "-m", "scaleout", *args], cwd=cwd, text=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "scaleout", *args], cwd=cwd)
     if result.returncode != 0:
-        sys.exit(f"command failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    if not quiet and result.stdout.strip():
-        print(result.stdout.rstrip(), flush=True)
-    return result.stdout
+        sys.exit(f"scaleout {args[0]} {args[1]} failed with exit code {result.returncode}")
 
 
 def spawn(name: str, args: list[str], cwd: Path, work: Path) -> int:
@@ -47,15 +45,32 @@ def spawn(name: str, args: list[str], cwd: Path, work: Path) -> int:
     return proc.pid
 
 
+def _gone(pid: int) -> bool:
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it
+            return True
+    except ChildProcessError:  # started by an earlier run: not ours to reap
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def stop_all(work: Path) -> None:
-    for pidfile in sorted((work / "pids").glob("*.pid"), reverse=True) if (work / "pids").exists() else []:
+    """Stop the recorded processes by PID: clients first (they say goodbye), then the server."""
+    pidfiles = sorted((work / "pids").glob("*.pid")) if (work / "pids").exists() else []
+    pidfiles.sort(key=lambda p: p.stem == "server")
+    for pidfile in pidfiles:
         pid = int(pidfile.read_text())
         try:
             os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
+            deadline = time.monotonic() + 15
+            while not _gone(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         pidfile.unlink()
