@@ -40,6 +40,7 @@ class ActiveClient:
     name: str
     busy: bool
     combiner_id: str
+    last_seen: float = 0.0  # wall-clock seconds, as the combiner last heard from it
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -160,7 +161,7 @@ class CombinerRegistry:
     # -- fan-out questions -----------------------------------------------------------------
     def list_active_clients(self, combiner: r.CombinerRecord, timeout: float = LIST_TIMEOUT) -> list[ActiveClient]:
         reply = self.stub(combiner).ListActiveClients(pb.ClientListRequest(), timeout=timeout)
-        return [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id) for c in reply.clients]
+        return [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id, c.last_seen) for c in reply.clients]
 
     def active_clients(self, combiners: Iterable[r.CombinerRecord] | None = None,
                        timeout: float = LIST_TIMEOUT) -> dict[str, list[ActiveClient]]:
@@ -180,7 +181,7 @@ class CombinerRegistry:
             except Exception as exc:
                 self.call_failed(combiner, "ListActiveClients", exc)
                 continue
-            out[combiner.combiner_id] = [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id)
+            out[combiner.combiner_id] = [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id, c.last_seen)
                                          for c in reply.clients]
         return out
 

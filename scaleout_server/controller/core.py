@@ -15,6 +15,7 @@ import logging
 import tarfile
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
@@ -132,11 +133,12 @@ class Controller:
             return 0
         combiner_ids = {c.combiner_id for c in stale if c.combiner_id}
         reachable = [c for c in self.registry.online() if c.combiner_id in combiner_ids]
-        connected = {a.client_id for clients in self.registry.active_clients(reachable, timeout=2.0).values()
-                     for a in clients}
+        active = self.registry.active_clients(reachable, timeout=2.0)
+        connected = {a.client_id: a.last_seen for clients in active.values() for a in clients}
         marked = 0
         for client in stale:
             if client.client_id in connected:
+                self._refresh_last_seen(client.client_id, connected[client.client_id])
                 continue
             current = self.store.clients.get(client.client_id)
             if current is None or current.status != "online" or as_utc(current.last_seen) != as_utc(client.last_seen):
@@ -147,6 +149,16 @@ class Controller:
             log.info("client %s (%s) marked offline: not seen for %.0f s and not connected to its combiner",
                      current.name, current.client_id, self.settings.client_offline_after)
         return marked
+
+    def _refresh_last_seen(self, client_id: str, last_seen: float) -> None:
+        """A quiet but connected client: take its combiner's last-seen time, so lists stay current."""
+        current = self.store.clients.get(client_id)
+        if current is None or not last_seen:
+            return
+        seen = datetime.fromtimestamp(last_seen, UTC)
+        if current.last_seen is None or seen > as_utc(current.last_seen):
+            current.last_seen = seen
+            self.store.clients.update(current)
 
     # -- combiners -------------------------------------------------------------------------
     def register_combiner(self, name: str, host: str, port: int,

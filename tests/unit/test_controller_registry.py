@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -127,6 +128,18 @@ def test_quiet_clients_are_marked_offline_unless_their_combiner_still_lists_them
     fake.clients.clear()
     assert env.controller.sweep_clients() == 1
     assert env.store.clients.require("connected").status == "offline"
+
+
+def test_sweep_refreshes_last_seen_of_quiet_clients_their_combiner_still_lists(env: Env) -> None:
+    fake = env.combiner("c1", "quiet")
+    fake.clients[0].last_seen = time.time()
+    client, _ = env.controller.add_client("quiet", None, None, "remote", None, None)
+    client.last_seen = r.utcnow() - timedelta(seconds=env.settings.client_offline_after + 30)
+    env.store.clients.update(client)
+    env.controller.sweep_clients()
+    refreshed = env.store.clients.require("quiet")
+    assert refreshed.status == "online"
+    assert (r.utcnow() - refreshed.last_seen).total_seconds() < 5
 
 
 def test_silent_combiners_are_probed_and_dead_ones_marked_offline(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
