@@ -56,10 +56,10 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> int:
     return size
 
 
-def _zip_info(name: str) -> zipfile.ZipInfo:
+def _zip_info(name: str, compress_type: int = zipfile.ZIP_DEFLATED) -> zipfile.ZipInfo:
     """Entry header with every platform- and time-dependent field pinned, for reproducible bytes."""
     info = zipfile.ZipInfo(name, date_time=_FIXED_DATE_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = compress_type
     info.create_system = 3
     info.external_attr = 0o644 << 16
     return info
@@ -100,8 +100,10 @@ def write_container(out: IO[bytes], model_id: str, training_model: BinaryIO, hel
         raise ValueError(f"model metadata must be JSON-serialisable: {exc}") from exc
     with zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
         zf.writestr(_zip_info(METADATA_ENTRY), meta_bytes)
-        # force_zip64: the size is unknown up front; always forcing keeps the bytes independent of the source type
-        with zf.open(_zip_info(TRAINING_ENTRY), mode="w", force_zip64=True) as dst:
+        # force_zip64: the size is unknown up front; always forcing keeps the bytes independent of the source type.
+        # STORED: the helpers' formats are compressed already (NPZ) or do not compress (raw floats); deflating
+        # them again cost seconds per 100 MB for no gain. Readers, the official clients' included, accept it.
+        with zf.open(_zip_info(TRAINING_ENTRY, zipfile.ZIP_STORED), mode="w", force_zip64=True) as dst:
             _copy(training_model, dst)
 
 

@@ -47,8 +47,19 @@ def test_npz_save_writes_exact_path_and_arrays_named_by_index(npz, tmp_path: Pat
     npz.save([np.zeros(i + 1) for i in range(12)], path)
     with np.load(path) as data:
         assert sorted(data.files, key=int) == [str(i) for i in range(12)]
+
+
+def test_npz_deflates_arrays_that_compress_and_stores_those_that_do_not(npz, tmp_path: Path) -> None:
+    path = str(tmp_path / "model.npz")
+    sparse, noise = np.zeros(100_000, np.float32), np.random.default_rng(0).random(100_000, np.float32)
+    npz.save([sparse, noise], path)
     with zipfile.ZipFile(path) as zf:
-        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zf.infolist())
+        types = {i.filename: i.compress_type for i in zf.infolist()}
+    assert types == {"0.npy": zipfile.ZIP_DEFLATED, "1.npy": zipfile.ZIP_STORED}
+    assert Path(path).stat().st_size < noise.nbytes + 10_000  # the zeros took almost no room
+    loaded = npz.load(path)
+    np.testing.assert_array_equal(loaded[0], sparse)
+    np.testing.assert_array_equal(loaded[1], noise)
 
 
 def test_npz_save_without_path_creates_temp_npz(npz) -> None:
