@@ -106,6 +106,10 @@ def test_session_stop_aborts_running_training(deployment: Deployment, project: P
                                            "E2E_MARKER_DIR": str(markers)})
     session_id = dep.start_session(rounds=3, round_timeout=120, model_id=seed_model, validate=False)
     wait_until(lambda: list(markers.glob("train-started-*")), 60, what="training to start")
+    # log_metric values reach the server while the training still runs
+    wait_until(lambda: dep.get("/api/v1/metrics/count", params={"session_id": session_id}) >= 3, 20,
+               what="metrics during training")
+    assert dep.get(f"/api/v1/sessions/{session_id}")["status"] == "Running"
 
     started = time.monotonic()
     result = dep.cli("session", "stop", *dep.api_args())
