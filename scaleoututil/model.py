@@ -364,10 +364,10 @@ class ScaleoutModel:
         return spool
 
     def _invalidate_container(self) -> None:
+        """Forget the container bytes (a re-stamp); they are dropped, not closed, because a chunk stream
+        started before the re-stamp may still be reading them (the spool closes once unreferenced)."""
         if self._training is None:
             self._training = self._extract_training()
-        if self._container is not None:
-            self._container.close()
         self._container = None
         self._checksum = None
 

@@ -189,6 +189,11 @@ def round_clients(round_: Record) -> int | None:
     return selected if selected is not None else round_counts(round_)[1]
 
 
+def _sender(record: Record) -> str:
+    """Who sent a status, metric, validation or prediction: the client's name, else its short id."""
+    return dig(record, "sender.name") or short(dig(record, "sender.client_id"))
+
+
 def _clients_cell(round_: Record) -> str:
     clients = round_clients(round_)
     return "" if clients is None else str(clients)
@@ -239,7 +244,7 @@ COLUMNS: dict[str, list[Column]] = {
     "validations": [
         ("ID", lambda r: r.get("validation_id")),
         ("Model", lambda r: short(r.get("model_id"))),
-        ("Client", lambda r: dig(r, "sender.name") or short(dig(r, "sender.client_id"))),
+        ("Client", _sender),
         ("Round", lambda r: short(r.get("round_id"))),
         ("Metrics", lambda r: compact(r.get("data"))),
     ],
@@ -271,14 +276,14 @@ COLUMNS: dict[str, list[Column]] = {
     "statuses": [
         ("ID", lambda r: r.get("status_id")),
         ("Time", lambda r: when(r.get("timestamp"))),
-        ("Sender", lambda r: dig(r, "sender.name") or short(dig(r, "sender.client_id"))),
+        ("Sender", _sender),
         ("Level", lambda r: r.get("log_level")),
         ("Type", lambda r: r.get("type")),
         ("Status", lambda r: compact(r.get("status"), 100)),
     ],
     "metrics": [
         ("Time", lambda r: when(r.get("timestamp"))),
-        ("Sender", lambda r: dig(r, "sender.name") or short(dig(r, "sender.client_id"))),
+        ("Sender", _sender),
         ("Key", lambda r: r.get("key")),
         ("Value", lambda r: number(r.get("value"))),
         ("Step", lambda r: r.get("step")),
@@ -288,7 +293,7 @@ COLUMNS: dict[str, list[Column]] = {
     "predictions": [
         ("Prediction", lambda r: r.get("prediction_id")),
         ("Model", lambda r: short(r.get("model_id"))),
-        ("Client", lambda r: dig(r, "sender.name") or short(dig(r, "sender.client_id"))),
+        ("Client", _sender),
         ("Data", lambda r: compact(r.get("data"))),
         ("Time", lambda r: when(r.get("timestamp"))),
     ],

@@ -6,7 +6,6 @@ form POST naming the upload's `file_token`, exactly as the official CLI does.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,18 +17,11 @@ import requests
 from scaleout.cli.api_options import Api, ApiError, api_options, id_option, list_options, output_option
 from scaleout.cli.groups import model_group, package_group
 from scaleout.cli.output import console, show_list, show_object, size
-from scaleoututil.api.client import helper_for_model_file
+from scaleoututil.api.client import helper_for_model_file, save_stream
 from scaleoututil.api.upload import DEFAULT_CHUNK_SIZE, ProgressCallback, UploadError, chunked_upload
+from scaleoututil.checksum import sha256_file
 
 PROGRESS_THRESHOLD = DEFAULT_CHUNK_SIZE  # show a progress bar for files larger than one chunk
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for piece in iter(lambda: stream.read(1024 * 1024), b""):
-            digest.update(piece)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -82,7 +74,7 @@ def package_create(path: Path, name: str, output: Path) -> None:
         raise click.ClickException(str(err)) from None
     click.echo(f"Created {archive}")
     click.echo(f"  size:   {size(archive.stat().st_size)} ({archive.stat().st_size} bytes)")
-    click.echo(f"  sha256: {sha256_of(archive)}")
+    click.echo(f"  sha256: {sha256_file(str(archive))}")
 
 
 @package_group.command("set-active")
@@ -99,7 +91,8 @@ def package_set_active(api: Api, file: Path, name: str, description: str, helper
                                                 "file_token": token, "file_name": file.name}, timeout=300)
     package = reply.get("package", {}) if isinstance(reply, dict) else {}
     package_id = (reply.get("package_id") if isinstance(reply, dict) else None) or package.get("package_id")
-    click.echo(f"Package {name!r} is active (id {package_id}, sha256 {package.get('checksum') or sha256_of(file)}).")
+    checksum = package.get("checksum") or sha256_file(str(file))
+    click.echo(f"Package {name!r} is active (id {package_id}, sha256 {checksum}).")
 
 
 @package_group.command("list")
@@ -178,18 +171,11 @@ def model_download(api: Api, id_: str, file: Path | None, raw: bool) -> None:
             target = Path(f"{id_}.zip")
     reply = api.send("GET", f"models/{id_}/download", params={"format": "raw" if raw else None},
                      stream=True, timeout=300)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    written = 0
     try:
-        with partial.open("wb") as out:
-            for piece in reply.iter_content(chunk_size=1024 * 1024):
-                out.write(piece)
-                written += len(piece)
+        with reply:
+            written = save_stream(reply, target)
     except requests.RequestException as err:
-        partial.unlink(missing_ok=True)
         raise ApiError(f"The download of model {id_} broke off: {err}") from None
-    partial.replace(target)
     click.echo(f"Wrote {target} ({size(written)}).")
 
 

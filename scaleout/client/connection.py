@@ -157,8 +157,12 @@ class Connection:
             return grpc.insecure_channel(self.target.address, options=CHANNEL_OPTIONS)
         root = None
         if self.target.root_cert_path:
-            with open(self.target.root_cert_path, "rb") as fh:
-                root = fh.read()
+            try:
+                with open(self.target.root_cert_path, "rb") as fh:
+                    root = fh.read()
+            except OSError as exc:
+                raise CombinerError(f"cannot read the TLS root certificate {self.target.root_cert_path} "
+                                    f"(SCALEOUT_GRPC_ROOT_CERT_PATH): {exc.strerror or exc}") from exc
         creds = grpc.ssl_channel_credentials(root_certificates=root)
         return grpc.secure_channel(self.target.address, creds, options=CHANNEL_OPTIONS)
 

@@ -23,6 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from scaleout.client.connection import Backoff
+from scaleout.project.package import ARCHIVE_SUFFIXES
+from scaleoututil.api.client import LOCAL_HOSTS
+from scaleoututil.api.upload import error_message as _message
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +36,17 @@ DEFAULT_TOKEN_LIFETIME = 3600.0
 PACKAGE_MISSING_INTERVAL = 3.0
 UNREACHABLE_WINDOW = 60.0
 WIRE_CLIENT_VERSION = "1.1.0"  # the client protocol we speak; servers check compatibility against it
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-PACKAGE_SUFFIXES = (".tgz", ".tar.gz", ".tar.bz2")
 PACKAGES_DIR = Path(".scaleout") / "packages"
 ARCHIVE_DIR = Path(".scaleout") / "package_archive"
 
 
 class RegistrationError(Exception):
     """Start-up cannot continue; the message tells the user what to fix."""
+
+
+class TokenRefused(RegistrationError):
+    """The server refused the refresh token itself (401 or another 4xx but 429): retrying cannot help, so a
+    running client stops instead of polling with a dead credential forever."""
 
 
 class StartupInterrupted(RegistrationError):
@@ -53,7 +59,10 @@ def api_base_url(url: str, port: int | str | None = None) -> str:
     if not url:
         raise RegistrationError("the API URL is empty: pass --api-url, e.g. http://127.0.0.1:8092")
     if "://" not in url:
-        host = url.split("/")[0].split(":")[0].lower()
+        try:
+            host = (urlsplit(f"//{url}").hostname or "").lower()
+        except ValueError as exc:
+            raise RegistrationError(f"'{url}' is not a valid API URL ({exc}): use e.g. http://127.0.0.1:8092") from exc
         url = ("http://" if host in LOCAL_HOSTS else "https://") + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -66,19 +75,6 @@ def api_base_url(url: str, port: int | str | None = None) -> str:
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         parts = parts._replace(netloc=f"{host}:{port_number}")
     return urlunsplit(parts).rstrip("/")
-
-
-def _message(response: requests.Response) -> str:
-    """The server's explanation: `message` (or `detail`) of a JSON body, else the text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or f"HTTP {response.status_code}"
-    if isinstance(body, dict):
-        for key in ("message", "detail", "error"):
-            if body.get(key):
-                return str(body[key])
-    return json.dumps(body)[:500]
 
 
 def _jwt_expiry(token: str) -> float | None:
@@ -98,7 +94,8 @@ class TokenManager:
     """Exchanges the refresh token given with --token for short-lived access tokens, and renews them.
 
     `access_token()` is called for every gRPC call and REST request; it refreshes when fewer than
-    30 s remain. A refresh that fails for a network reason keeps the old token while it is valid.
+    30 s remain. A refresh that fails for a network reason (or 429/5xx) keeps the old token while it is
+    valid; a refused refresh token raises TokenRefused.
     """
 
     def __init__(self, api_url: str, refresh_token: str, *, timeout: float = REST_TIMEOUT,
@@ -121,7 +118,9 @@ class TokenManager:
                 return self._access  # last refresh failed recently; the old token still works
             try:
                 self._refresh_locked()
-            except RegistrationError:
+            except TokenRefused:
+                raise
+            except RegistrationError:  # transient (network, 429, 5xx): the current token may still serve
                 if self._access is not None and time.time() < self._expires_at:
                     self._next_attempt = time.time() + REFRESH_COOLDOWN
                     logger.warning("could not refresh the access token; using the current one until it expires")
@@ -142,8 +141,10 @@ class TokenManager:
         except requests.RequestException as exc:
             raise RegistrationError(f"could not reach {self.url} to exchange the token: {exc}") from exc
         if not 200 <= response.status_code < 300:
-            raise RegistrationError(f"the server refused the token ({response.status_code} from {self.url}: "
-                                    f"{_message(response)}); check --token")
+            permanent = 400 <= response.status_code < 500 and response.status_code != 429
+            raise (TokenRefused if permanent else RegistrationError)(
+                f"the server refused the token ({response.status_code} from {self.url}: {_message(response)}); "
+                "check --token")
         try:
             body = response.json()
         except ValueError as exc:
@@ -326,16 +327,19 @@ def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None
                 raise RegistrationError(f"package download failed ({response.status_code} from {url}): "
                                         f"{_message(response)}")
             filename = _filename(response) or "package.tgz"
-            if not filename.endswith(PACKAGE_SUFFIXES):
+            if not filename.endswith(ARCHIVE_SUFFIXES):
                 raise RegistrationError(f"the server sent package '{filename}', which is not a .tgz/.tar.gz/.tar.bz2")
             archive = archive_dir / filename
             partial = archive.with_name(f"{filename}.{uuid.uuid4().hex}.partial")
             digest = hashlib.sha256()
-            with open(partial, "wb") as fh:
-                for piece in response.iter_content(chunk_size=1024 * 1024):
-                    digest.update(piece)
-                    fh.write(piece)
-            partial.replace(archive)
+            try:
+                with open(partial, "wb") as fh:
+                    for piece in response.iter_content(chunk_size=1024 * 1024):
+                        digest.update(piece)
+                        fh.write(piece)
+                partial.replace(archive)
+            finally:
+                partial.unlink(missing_ok=True)  # a broken download must not pile up in the archive folder
     except requests.RequestException as exc:
         raise RegistrationError(f"package download from {url} failed: {exc}") from exc
     actual = digest.hexdigest()

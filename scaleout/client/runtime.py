@@ -149,7 +149,10 @@ class ClientRuntime:
         target = GrpcTarget(host=self.assignment.host, port=self.assignment.port,
                             secure=decide_tls(self.assignment.grpc_secure),
                             root_cert_path=os.environ.get("SCALEOUT_GRPC_ROOT_CERT_PATH") or None)
-        self.connection = Connection(target, ClientIdentity(client_id, name), credentials=self.token)
+        try:
+            self.connection = Connection(target, ClientIdentity(client_id, name), credentials=self.token)
+        except CombinerError as exc:
+            raise RegistrationError(str(exc)) from exc
         self._version_check()
         self.outbox = Outbox(self.connection)
         self.edge_client._attach(client_id, name, self.outbox)

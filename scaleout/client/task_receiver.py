@@ -25,6 +25,7 @@ from scaleout.client.connection import (
     classify,
     describe,
 )
+from scaleout.client.registration import TokenRefused
 from scaleout.client.tasks import StoppedException, Task, TaskExecutor
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.protocol import TaskStatus
@@ -114,6 +115,15 @@ class TaskReceiver:
         return request, done
 
     def run(self) -> None:
+        """The poll thread's body. An unexpected error stops the whole client (exit status 1): a client that
+        keeps heartbeating without polling looks healthy to the server yet never runs a task."""
+        try:
+            self._poll_loop()
+        except Exception as exc:
+            logger.exception("the task poll loop crashed")
+            self._fatal(f"the task poll loop crashed ({describe(exc)}); the client cannot receive tasks")
+
+    def _poll_loop(self) -> None:
         backoff = Backoff()
         reauthed = False
         deadline_warned = False
@@ -126,7 +136,10 @@ class TaskReceiver:
             try:
                 future = self.connection.combiner.PollAndReportAsync.future(
                     request, timeout=self.poll_timeout, metadata=self.connection.metadata())
-            except Exception as exc:  # e.g. the token could not be refreshed
+            except TokenRefused as exc:
+                self._fatal(f"cannot poll the combiner: {exc}")
+                return
+            except Exception as exc:  # e.g. the token server is unreachable right now
                 delay = backoff.next_delay()
                 logger.warning("cannot poll the combiner (%s), retrying in %.1fs", describe(exc), delay)
                 self._sleep(delay)
@@ -165,6 +178,9 @@ class TaskReceiver:
                         try:
                             self.connection.credentials.refresh()
                             continue
+                        except TokenRefused as refused:
+                            self._fatal(f"the combiner refused the client ({describe(exc)}) and {refused}")
+                            return
                         except Exception as refresh_error:
                             logger.error("token refresh failed: %s", refresh_error)
                 delay = backoff.next_delay()
@@ -229,6 +245,9 @@ class TaskReceiver:
                 continue
             if request.status in _ABORT_REASONS:
                 logger.debug("ignoring %s for unknown task %s", request.status, correlation_id)
+                continue
+            if self.stop_event.is_set():  # shutdown already aborted the held tasks; this one would run on unchecked
+                logger.info("not starting task %s (%s): the client is stopping", correlation_id, request.type)
                 continue
             self._start(request)
 

@@ -183,10 +183,10 @@ class APIClient:
         return self._json("GET", f"models/{id}/ancestors", params={"include_self": include_self}, headers=headers)
 
     def download_model(self, id: str, path: str | os.PathLike[str]) -> dict[str, Any]:
-        reply = self.request("GET", f"models/{id}/download", stream=True, timeout=UPLOAD_TIMEOUT)
-        if reply.status_code != 200:
-            return {"success": False, "message": "Failed to download model."}
-        _save_stream(reply, path)
+        with self.request("GET", f"models/{id}/download", stream=True, timeout=UPLOAD_TIMEOUT) as reply:
+            if reply.status_code != 200:  # `with`: an unread streamed error body must still free its connection
+                return {"success": False, "message": "Failed to download model."}
+            save_stream(reply, path)
         return {"success": True, "message": "Model downloaded successfully."}
 
     def get_active_helper(self) -> Any:
@@ -224,10 +224,10 @@ class APIClient:
         return self._json("GET", "packages/checksum")
 
     def download_package(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        reply = self.request("GET", "packages/download", stream=True, timeout=UPLOAD_TIMEOUT)
-        if reply.status_code != 200:
-            return {"success": False, "message": "Failed to download package."}
-        _save_stream(reply, path)
+        with self.request("GET", "packages/download", stream=True, timeout=UPLOAD_TIMEOUT) as reply:
+            if reply.status_code != 200:  # `with`: an unread streamed error body must still free its connection
+                return {"success": False, "message": "Failed to download package."}
+            save_stream(reply, path)
         return {"success": True, "message": "Package downloaded successfully."}
 
     def set_active_package(self, path: str | os.PathLike[str], helper: str, name: str, description: str = "",
@@ -523,15 +523,20 @@ def _call_timeout(task_timeout: float | None, synchronous: bool) -> float:
     return DEFAULT_TIMEOUT
 
 
-def _save_stream(reply: requests.Response, path: str | os.PathLike[str]) -> None:
+def save_stream(reply: requests.Response, path: str | os.PathLike[str]) -> int:
+    """Write a streamed reply to `path` and return its size; via `<path>.part`, so a download that breaks
+    off never leaves a truncated file under the final name."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
+    written = 0
     try:
         with partial.open("wb") as out:
             for piece in reply.iter_content(chunk_size=1024 * 1024):
                 out.write(piece)
+                written += len(piece)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(target)
+    return written

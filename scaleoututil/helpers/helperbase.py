@@ -22,11 +22,12 @@ class HelperBase(ABC):
         """One step of a running weighted mean: m1 + n * (m2 - m1) / N."""
 
     @abstractmethod
-    def save(self, model: Any, path: str | IO[bytes] | None = None) -> str | IO[bytes]:
+    def save(self, model: Any, path: str | os.PathLike[str] | IO[bytes] | None = None
+             ) -> str | os.PathLike[str] | IO[bytes]:
         """Serialise `model` to a path or writable file-like (a temp file when None); return where it went."""
 
     @abstractmethod
-    def load(self, path: str | IO[bytes]) -> Any:
+    def load(self, path: str | os.PathLike[str] | IO[bytes]) -> Any:
         """Read parameters back from a path or readable file-like."""
 
     @staticmethod

@@ -15,8 +15,9 @@ import pytest
 
 from scaleout.client.connection import ClientIdentity, Connection, GrpcTarget, Outbox
 from scaleout.client.edge_client import EdgeClient
+from scaleout.client.registration import TokenRefused
 from scaleout.client.task_receiver import TaskReceiver
-from scaleout.client.tasks import TaskExecutor
+from scaleout.client.tasks import Task, TaskExecutor
 from scaleoututil.grpc import scaleout_pb2 as pb
 from tests.unit.test_client_fakes import FakeCombiner, running_combiner, wait_until
 
@@ -144,6 +145,48 @@ def test_abort_for_an_unknown_task_and_bad_statuses_do_not_start_tasks(env: Env)
     polls = len(env.fake.polls)
     wait_until(lambda: len(env.fake.polls) > polls + 1)
     assert env.receiver.held_tasks() == []
+
+
+def test_an_unexpected_error_in_the_poll_loop_stops_the_client_instead_of_leaving_it_deaf(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_report(self: Task, node_id: str) -> pb.ActivityReport:
+        raise RuntimeError("report bug")
+
+    release = threading.Event()
+    env.client.set_custom_callback("slow", lambda params: release.wait(5) and {"ok": True})
+    monkeypatch.setattr(Task, "report", broken_report)
+    env.fake.enqueue(custom("t-slow", "slow"))
+    assert env.receiver.stop_event.wait(5), "the poll thread died without stopping the client"
+    release.set()
+    assert env.receiver.fatal_error is not None and "report bug" in env.receiver.fatal_error
+    env.receiver.join(5)
+    assert env.receiver._thread is not None and not env.receiver._thread.is_alive()
+
+
+def test_a_revoked_refresh_token_stops_the_client_instead_of_polling_forever(tmp_path: Path) -> None:
+    class RevokedToken(StaticToken):
+        def access_token(self) -> str:
+            raise TokenRefused("the server refused the token (401: revoked); check --token")
+
+    with running_combiner() as (fake, port):
+        env = make_env(fake, port, tmp_path, credentials=RevokedToken())
+        env.receiver.start()
+        try:
+            assert env.receiver.stop_event.wait(5)
+            assert env.receiver.fatal_error is not None and "check --token" in env.receiver.fatal_error
+        finally:
+            env.close()
+
+
+def test_tasks_arriving_while_the_client_stops_are_not_started(tmp_path: Path) -> None:
+    with running_combiner() as (fake, port):
+        env = make_env(fake, port, tmp_path)
+        try:
+            env.receiver.stop_event.set()  # shutdown has begun (and aborted what was running)
+            env.receiver._handle(pb.CombinerDirective(tasks=[custom("late")]))
+            assert env.receiver.held_tasks() == []
+        finally:
+            env.close()
 
 
 def test_every_call_carries_client_metadata(env: Env) -> None:

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from scaleout.client.registration import (
     RegistrationError,
     TokenManager,
+    TokenRefused,
     api_base_url,
     fetch_remote_package,
     register_client,
@@ -125,12 +128,31 @@ def test_refused_token_is_reported_clearly() -> None:
         TokenManager(url, "bad").access_token()
 
 
+def test_a_refused_refresh_is_permanent_but_a_server_error_keeps_the_current_token() -> None:
+    fake = FakeController({"POST /api/auth/refresh": [
+        HttpReply(200, {"access_token": "opaque-1", "expires_in": 20}),  # inside the 30 s refresh margin
+        HttpReply(503, {"message": "token service restarting"}),
+        HttpReply(401, {"message": "token revoked"})]})
+    with running_controller(fake) as url:
+        token = TokenManager(url, "refresh-1")
+        assert token.access_token() == "opaque-1"
+        assert token.access_token() == "opaque-1"  # 503: transient, the current token still works
+        token._next_attempt = 0.0  # skip the cool-down before the next refresh attempt
+        with pytest.raises(TokenRefused, match="token revoked"):
+            token.access_token()
+
+
 def test_api_url_gets_a_scheme_and_port() -> None:
     assert api_base_url("localhost:8092") == "http://localhost:8092"
     assert api_base_url("edge.example.com") == "https://edge.example.com"
     assert api_base_url("http://10.0.0.5/", 8092) == "http://10.0.0.5:8092"
     with pytest.raises(RegistrationError):
         api_base_url("ftp://x")
+
+
+def test_api_url_without_scheme_uses_http_for_ipv6_localhost() -> None:
+    assert api_base_url("[::1]:8092") == "http://[::1]:8092"
+    assert api_base_url("127.0.0.1:8092/prefix") == "http://127.0.0.1:8092/prefix"
 
 
 # -- compute package ---------------------------------------------------------------------------------
@@ -179,3 +201,31 @@ def test_named_package_is_requested_by_name(tmp_path: Path) -> None:
         fetch_remote_package(url, tmp_path / "work", name="v2")
     [(_, path, _, _)] = fake.calls("GET /api/v1/packages/download")
     assert path.endswith("?name=v2")
+
+
+def test_a_download_that_breaks_off_leaves_no_partial_file(tmp_path: Path) -> None:
+    class Truncating(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the base class's naming
+            if not self.path.startswith("/api/v1/packages/download"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Disposition", "attachment; filename=package.tgz")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)  # then the connection closes: 99 kB missing
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Truncating)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RegistrationError, match="package download .* failed"):
+            fetch_remote_package(f"http://127.0.0.1:{server.server_address[1]}", tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert list((tmp_path / ".scaleout" / "package_archive").iterdir()) == []

@@ -94,6 +94,17 @@ def test_missing_local_project_says_where_it_looked(tmp_path: Path) -> None:
             runtime.run()
 
 
+def test_unreadable_grpc_root_certificate_names_the_setting_to_fix(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    write_project(tmp_path / "client")
+    monkeypatch.setenv("SCALEOUT_GRPC_SECURE", "true")
+    monkeypatch.setenv("SCALEOUT_GRPC_ROOT_CERT_PATH", str(tmp_path / "missing.pem"))
+    with running_controller(FakeController({ADD: [assignment(1)]})) as url:
+        runtime = ClientRuntime(ClientConfig(api_url=url, local_package=True, workdir=tmp_path), echo=print)
+        with pytest.raises(RegistrationError, match="missing.pem.*SCALEOUT_GRPC_ROOT_CERT_PATH"):
+            runtime.run()
+
+
 def test_grpc_tls_follows_the_server_unless_forced() -> None:
     assert decide_tls(False, {}) is False
     assert decide_tls(None, {}) is True

@@ -49,6 +49,14 @@ def test_npz_save_writes_exact_path_and_arrays_named_by_index(npz, tmp_path: Pat
         assert sorted(data.files, key=int) == [str(i) for i in range(12)]
 
 
+def test_npz_save_and_load_accept_a_pathlib_path(npz, tmp_path: Path) -> None:
+    target = tmp_path / "seed.npz"
+    assert npz.save([np.arange(3.0)], target) == target
+    np.testing.assert_array_equal(npz.load(target)[0], np.arange(3.0))
+    binary = get_helper("binaryhelper")
+    assert binary.load(binary.save([np.ones(2)], tmp_path / "m.bin"))[0].size == 2
+
+
 def test_npz_deflates_arrays_that_compress_and_stores_those_that_do_not(npz, tmp_path: Path) -> None:
     path = str(tmp_path / "model.npz")
     sparse, noise = np.zeros(100_000, np.float32), np.random.default_rng(0).random(100_000, np.float32)

@@ -161,6 +161,19 @@ def test_filechunk_stream_reassembles_to_same_checksum() -> None:
     _assert_params_equal(back.get_model_params(), params)
 
 
+def test_restamping_while_a_chunk_stream_is_read_does_not_break_that_stream() -> None:
+    params = [np.random.default_rng(3).random(400_000)]
+    model = ScaleoutModel.from_model_params(params, model_id="before")
+    before = model.checksum
+    stream = model.get_filechunk_stream(chunk_size=1024 * 1024)
+    first = next(stream)
+    model.model_id = "after"  # e.g. another thread re-stamps the model during an upload
+    sent = ScaleoutModel.from_filechunk_stream([first, *stream])
+    assert sent.model_id == "before" and sent.checksum == before
+    assert model.checksum != before
+    _assert_params_equal(model.get_model_params(), params)
+
+
 def test_large_model_spills_to_disk_and_round_trips(tmp_path: Path) -> None:
     params = [np.random.default_rng(2).random(30 * 1024 * 1024 // 8)]  # 30 MB of float64
     model = ScaleoutModel.from_model_params(params, model_id="big")

@@ -6,6 +6,7 @@ The NPZ is the de-facto model wire format of Scaleout Edge, so the layout must s
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import zipfile
@@ -104,8 +105,8 @@ class Helper(HelperBase):
         if file_type not in SUPPORTED_FILE_TYPES:
             raise ValueError(f"unsupported file_type {file_type!r}; use one of: {', '.join(SUPPORTED_FILE_TYPES)}")
 
-    def save(self, model: Sequence[Any], path: str | IO[bytes] | None = None,
-             file_type: str | None = None) -> str | IO[bytes]:
+    def save(self, model: Sequence[Any], path: str | os.PathLike[str] | IO[bytes] | None = None,
+             file_type: str | None = None) -> str | os.PathLike[str] | IO[bytes]:
         """Write the arrays to `path` (exactly that path; a temp file when None) or a writable file-like.
 
         Returns the path or the file object (left positioned after the written bytes).
@@ -116,19 +117,19 @@ class Helper(HelperBase):
         arrays = _as_arrays(model)
         if path is None:
             path = self.get_tmp_path(".npz" if file_type == "npz" else ".bin")
-        if isinstance(path, str):
+        if isinstance(path, str | os.PathLike):  # a pathlib.Path is a path too, not a file object
             with open(path, "wb") as fh:
                 writer(arrays, fh)
             return path
         writer(arrays, path)
         return path
 
-    def load(self, path: str | IO[bytes], file_type: str | None = None) -> Params:
+    def load(self, path: str | os.PathLike[str] | IO[bytes], file_type: str | None = None) -> Params:
         """Read arrays back from a path or readable file-like (read from its current position)."""
         file_type = file_type or self.default_file_type
         self.check_supported_file_type(file_type)
         reader = _read_npz if file_type == "npz" else _read_raw
-        if isinstance(path, str):
+        if isinstance(path, str | os.PathLike):
             with open(path, "rb") as fh:  # a missing file is a FileNotFoundError, not a format error
                 return reader(fh)
         return reader(path)
