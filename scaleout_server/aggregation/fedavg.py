@@ -38,6 +38,7 @@ class FedAvg(Strategy):
         if not weight > 0:
             raise ValueError(f"num_examples must be > 0 to weight an update, got {num_examples!r}")
         arrays = _as_arrays(params)
+        _check_numeric(arrays)
         if self._mean is None:
             self._mean = [a.astype(np.float64, copy=True) for a in arrays]
             self._dtypes = [a.dtype for a in arrays]
@@ -46,11 +47,13 @@ class FedAvg(Strategy):
             return
         if len(arrays) != len(self._mean):
             raise ValueError(f"update has {len(arrays)} arrays, earlier updates had {len(self._mean)}")
-        self._weight += weight
-        share = weight / self._weight
+        # check every array before touching the mean: a bad update must leave no partial trace
         for i, (mean, a) in enumerate(zip(self._mean, arrays, strict=True)):
             if a.shape != mean.shape:
                 raise ValueError(f"array {i} of the update has shape {a.shape}, expected {mean.shape}")
+        self._weight += weight
+        share = weight / self._weight
+        for mean, a in zip(self._mean, arrays, strict=True):
             mean += share * (a.astype(np.float64, copy=False) - mean)
         self.count += 1
 
@@ -70,7 +73,15 @@ class FedAvg(Strategy):
         return self._weight
 
 
+def _check_numeric(arrays: list[np.ndarray]) -> None:
+    """Only numbers (and booleans) can be averaged; anything else would fail halfway through a fold."""
+    for i, a in enumerate(arrays):
+        if not (np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)):
+            raise ValueError(f"array {i} of the update has dtype {a.dtype}; fedavg averages numeric arrays")
+
+
 def _as_arrays(params: Any) -> list[np.ndarray]:
+    """numpyhelper params as a list of arrays (a bare array counts as a one-array model)."""
     if isinstance(params, np.ndarray):
         return [params]
     if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):

@@ -11,10 +11,12 @@ _STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FedAvg,)}
 
 
 def available_strategies() -> list[str]:
+    """Names a session's `aggregator` may take (also listed in error messages)."""
     return sorted(_STRATEGIES)
 
 
 def strategy_class(name: str) -> type[Strategy]:
+    """The class registered under `name` (case and surrounding blanks ignored)."""
     cls = _STRATEGIES.get((name or "").strip().lower())
     if cls is None:
         raise ValueError(f"unknown aggregator {name!r}; available: {', '.join(available_strategies())}")

@@ -16,8 +16,9 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from scaleoututil.grpc import scaleout_pb2 as pb
@@ -81,6 +82,8 @@ class Task:
 
 @dataclass(eq=False)
 class ClientState:
+    """One client as this combiner knows it: liveness, queued and delivered tasks, ids reported done."""
+
     client_id: str
     name: str = ""
     ip: str | None = None
@@ -207,7 +210,8 @@ class ClientManager:
         excess = len(self.tasks) - FINISHED_TASKS_KEPT
         if excess <= 0:
             return
-        for cid in list(self.tasks)[: excess * 2]:
+        # look at the oldest few only: listing all 100k ids on every new task would stall the loop
+        for cid in list(islice(self.tasks, excess * 2)):
             if excess <= 0:
                 break
             if self.tasks[cid].done:
@@ -303,9 +307,7 @@ class ClientManager:
         if skip_tasks:
             return updates
         self._forget_lost(state, reported)
-        deadline = None
-        if time_remaining is not None and time_remaining > MIN_LONG_POLL:
-            deadline = now() + time_remaining - POLL_DEADLINE_MARGIN
+        deadline = _long_poll_deadline(time_remaining)
         state.polling += 1
         try:
             while True:
@@ -395,9 +397,7 @@ class ClientManager:
             return pb.TaskRequest()  # busy with that task
         current = {report.correlation_id} if report.correlation_id else set()
         self._forget_lost(state, current)
-        deadline = None
-        if time_remaining is not None and time_remaining > MIN_LONG_POLL:
-            deadline = now() + time_remaining - POLL_DEADLINE_MARGIN
+        deadline = _long_poll_deadline(time_remaining)
         state.polling += 1
         try:
             while True:
@@ -429,7 +429,7 @@ class ClientManager:
         return None
 
     # -- TaskStream (legacy streaming clients) ---------------------------------------------
-    async def stream(self, state: ClientState):  # type: ignore[no-untyped-def]
+    async def stream(self, state: ClientState) -> AsyncIterator[pb.TaskRequest]:
         """Yield the client's tasks as they are queued, until the call ends or the server closes."""
         state.polling += 1
         try:
@@ -461,6 +461,13 @@ class ClientManager:
 
 
 _KNOWN_STATUSES = {s.value for s in TaskStatus}
+
+
+def _long_poll_deadline(time_remaining: float | None) -> float | None:
+    """When to answer a held poll: just before the caller's deadline; None (answer at once) without one."""
+    if time_remaining is not None and time_remaining > MIN_LONG_POLL:
+        return now() + time_remaining - POLL_DEADLINE_MARGIN
+    return None
 
 
 def _iso_now() -> str:

@@ -101,6 +101,8 @@ class RecentIds:
 
 
 class CombinerClientService(pb_grpc.CombinerClientServicer):
+    """Every RPC an edge client makes; see the module docstring for the error-code rules."""
+
     def __init__(self, clients: ClientManager, rounds: Rounds, link: EventLink) -> None:
         self.clients = clients
         self.rounds = rounds

@@ -25,6 +25,8 @@ MD_CONTROL_TOKEN = "control-token"
 
 
 class ControlService(pb_grpc.ControlServicer):
+    """Control calls from the controller, each checked against the control token first."""
+
     def __init__(self, clients: ClientManager, rounds: Rounds, control_token: str | None = None) -> None:
         self.clients = clients
         self.rounds = rounds

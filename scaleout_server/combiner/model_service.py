@@ -15,13 +15,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import grpc
 
 from scaleout_server.combiner.client_service import metadata_of
-from scaleout_server.combiner.rounds import is_safe_id
+from scaleout_server.combiner.rounds import is_safe_id, update_file
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
+from scaleoututil.checksum import HashingReader
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 from scaleoututil.protocol import CHUNK_SIZE, MD_CHECKSUM, MD_CLIENT_ID, MD_MODEL_ID
@@ -30,12 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class UploadRejected(Exception):
+    """An upload refused with `code`: INVALID_ARGUMENT and DATA_LOSS make the client's task FAILED
+    instead of retrying a stream that can never succeed."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
 class ModelService(pb_grpc.ModelServiceServicer):
+    """Download from the model repository, Upload into the updates folder (see module docstring)."""
+
     def __init__(self, repository: ModelRepository, updates_dir: Path, max_upload_bytes: int) -> None:
         self.repository = repository
         self.updates_dir = updates_dir
@@ -51,23 +57,18 @@ class ModelService(pb_grpc.ModelServiceServicer):
         except BlobNotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"model {model_id} not found")
             return
-        digest = hashlib.sha256()
-        sent = 0
+        reader = HashingReader(stream)
         try:
             # a raw legacy blob gets no trailer: the client re-wraps it, so no checksum could match
             container = await asyncio.to_thread(_is_container, stream)
-            while True:
-                chunk = await asyncio.to_thread(stream.read, CHUNK_SIZE)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                sent += len(chunk)
+            while chunk := await asyncio.to_thread(reader.read, CHUNK_SIZE):
                 yield pb.FileChunk(data=chunk)
         finally:
             stream.close()
         if container:
-            context.set_trailing_metadata(((MD_CHECKSUM, digest.hexdigest()),))
-        log.debug("model %s sent to %s (%d bytes)", model_id, metadata_of(context).get(MD_CLIENT_ID, "?"), sent)
+            context.set_trailing_metadata(((MD_CHECKSUM, reader.hexdigest()),))
+        log.debug("model %s sent to %s (%d bytes)", model_id, metadata_of(context).get(MD_CLIENT_ID, "?"),
+                  reader.size)
 
     async def Upload(self, request_iterator: AsyncIterator[pb.FileChunk], context: grpc.aio.ServicerContext
                      ) -> pb.ModelResponse:
@@ -107,17 +108,23 @@ class ModelService(pb_grpc.ModelServiceServicer):
                         raise UploadRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                              f"upload exceeds the combiner's limit of {self.max_upload_bytes} bytes "
                                              "(max_upload_bytes)")
-                    digest.update(data)
-                    out.write(data)
+                    # hashing and writing 1 MiB (disk may be slow) happen off the loop that serves every client
+                    await asyncio.to_thread(_append, out, digest, data)
             if digest.hexdigest() != checksum:
                 raise UploadRejected(grpc.StatusCode.DATA_LOSS,
                                      f"checksum mismatch: received {size} bytes with sha256 {digest.hexdigest()}, "
                                      f"metadata says {checksum}")
             await asyncio.to_thread(_check_container, tmp, model_id)
-            os.replace(tmp, self.updates_dir / f"{model_id}.scm")
+            os.replace(tmp, update_file(self.updates_dir, model_id))
         finally:
             tmp.unlink(missing_ok=True)
         return size
+
+
+def _append(out: BinaryIO, digest: Any, data: bytes) -> None:
+    """Hash and write one received chunk (run in a worker thread)."""
+    digest.update(data)
+    out.write(data)
 
 
 def _is_container(stream: BinaryIO) -> bool:

@@ -45,6 +45,11 @@ def is_safe_id(value: str) -> bool:
     return bool(SAFE_ID.match(value or ""))
 
 
+def update_file(updates_dir: Path, model_id: str) -> Path:
+    """Where an uploaded update waits for its ModelUpdate: ModelService writes it, the round reads it."""
+    return updates_dir / f"{model_id}.scm"
+
+
 def _error(message: str) -> str:
     return json.dumps({"error": message})
 
@@ -72,12 +77,17 @@ class TaskGroup:
 
 @dataclass(eq=False)
 class Accepted:
+    """An update accepted into a round: its description for the outcome, and the file to fold."""
+
     info: pb.UpdateInfo
     path: Path
 
 
 @dataclass(eq=False)
 class RoundState(TaskGroup):
+    """A training round: finished once `buffer` updates arrived, or every task is settled (a COMPLETED
+    task only after `grace` seconds without its update, since the update may trail the done report)."""
+
     buffer: int = 0
     grace: float = UPDATE_GRACE
     delete_models: bool = True
@@ -125,7 +135,7 @@ class Rounds:
         self._session_state: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
 
     def update_path(self, model_id: str) -> Path:
-        return self.updates_dir / f"{model_id}.scm"
+        return update_file(self.updates_dir, model_id)
 
     # -- RunRound --------------------------------------------------------------------------
     async def run_round(self, spec: pb.RoundSpec) -> pb.RoundOutcome:
@@ -138,10 +148,8 @@ class Rounds:
                            or DEFAULT_HELPER)
             helper = _get_helper(helper_type)
             strategy = make_strategy(spec.aggregator or "fedavg", helper, kwargs)
-            self._restore_state(spec.session_id, strategy)
-            global_params = await asyncio.to_thread(self._load_global, spec.model_id, helper)
-            strategy.begin(global_params)
-            del global_params
+            kept = self._kept_state(spec.session_id, strategy)
+            await asyncio.to_thread(self._begin, strategy, helper, spec.model_id, kept)
             client_settings = strategy.configure(client_settings)
         except Exception as exc:  # a bad spec or model: the controller gets the reason, not a gRPC failure
             log.error("%s: cannot start: %s", tag, exc)
@@ -172,30 +180,29 @@ class Rounds:
         worker = asyncio.create_task(self._fold_updates(group, strategy, helper, folded, failed, agg_time))
         try:
             await self._wait(group, spec.round_timeout if spec.round_timeout > 0 else 180.0)
+            self._close(group)
+            stop_status = TaskStatus.INTERRUPTED.value if group.aborted else TaskStatus.TIMEOUT.value
+            stopped = self._stop_tasks(group, stop_status)
+            group.queue.put_nowait(None)
+            time_wait = now() - started
+            await worker
         except BaseException:  # cancelled: no task of a closed round may stay queued or running
             self._close(group)
             self._stop_tasks(group, TaskStatus.TIMEOUT.value)
             worker.cancel()
+            self._discard_queued(group)
             raise
-        self._close(group)
-        stop_status = TaskStatus.INTERRUPTED.value if group.aborted else TaskStatus.TIMEOUT.value
-        stopped = self._stop_tasks(group, stop_status)
-        group.queue.put_nowait(None)
-        time_wait = now() - started
-        await worker
 
         outcome = pb.RoundOutcome(updates_expected=group.buffer, time_wait=time_wait, aborted=group.aborted)
         t0 = now()
         try:
-            params = strategy.result() if folded else None
-            if params is not None:
-                model_id = str(uuid.uuid4())
-                await asyncio.to_thread(self._write_model, params, helper, helper_type, model_id)
-                outcome.model_id = model_id
-            self._keep_state(spec.session_id, strategy)
+            model_id, state = await asyncio.to_thread(self._conclude, strategy, helper, helper_type, bool(folded))
+            outcome.model_id = model_id
+            self._keep_state(spec.session_id, strategy.name, state)
         except Exception as exc:
             log.exception("%s: aggregation failed", tag)
             outcome.error = f"aggregation failed: {exc}"
+        del strategy  # the accumulator is as large as the model: free it before waiting on the event feed
         agg_time[0] += now() - t0
         outcome.time_aggregation = agg_time[0]
         for cid, accepted in group.updates.items():
@@ -260,8 +267,12 @@ class Rounds:
         return group.aborted or all(t.done for t in group.tasks.values())
 
     def _close(self, group: TaskGroup) -> None:
+        """No one waits on the group any more. Its tasks stay in the client manager's registry for late
+        reports, so unhook them: otherwise each would keep the whole group (updates, metadata) alive."""
         group.closed = True
         self.open.pop(group.group_id, None)
+        for task in group.tasks.values():
+            task.on_change = None
 
     async def _fold_updates(self, group: RoundState, strategy: Strategy, helper: Any, folded: dict[str, float],
                             failed: dict[str, str], agg_time: list[float]) -> None:
@@ -285,10 +296,37 @@ class Rounds:
                     accepted.path.unlink(missing_ok=True)
 
     @staticmethod
+    def _discard_queued(group: RoundState) -> None:
+        """A cancelled round folds nothing more: delete the files of updates still queued for it now,
+        instead of leaving them to the orphan sweep hours later."""
+        while not group.queue.empty():
+            accepted = group.queue.get_nowait()
+            if accepted is not None and group.delete_models:
+                accepted.path.unlink(missing_ok=True)
+
+    @staticmethod
     def _fold_one(strategy: Strategy, helper: Any, accepted: Accepted) -> None:
         with open(accepted.path, "rb") as stream:
             params = load_params(helper, stream)
         strategy.accumulate(params, accepted.info.num_examples, json.loads(accepted.info.meta or "{}"))
+
+    def _begin(self, strategy: Strategy, helper: Any, model_id: str, kept: dict[str, Any] | None) -> None:
+        """Restore the session's strategy state and start the round from the global model (worker
+        thread: loading a large model and a strategy's numpy work would stall every client's poll)."""
+        if kept is not None:
+            strategy.load_state_dict(kept)
+        strategy.begin(self._load_global(model_id, helper))
+
+    def _conclude(self, strategy: Strategy, helper: Any, helper_type: str,
+                  has_updates: bool) -> tuple[str, dict[str, Any]]:
+        """Aggregate, store the new model (id "" when there is none) and take the strategy's session
+        state (worker thread: the numpy work and the container writing are proportional to model size)."""
+        params = strategy.result() if has_updates else None
+        model_id = ""
+        if params is not None:
+            model_id = str(uuid.uuid4())
+            self._write_model(params, helper, helper_type, model_id)
+        return model_id, strategy.state_dict()
 
     def _load_global(self, model_id: str, helper: Any) -> Any:
         if not model_id:
@@ -327,17 +365,17 @@ class Rounds:
             with open(container, "rb") as stream:
                 self.repository.put("models", model_id, stream)
 
-    def _restore_state(self, session_id: str, strategy: Strategy) -> None:
+    def _kept_state(self, session_id: str, strategy: Strategy) -> dict[str, Any] | None:
+        """What the session's previous round left for a strategy of the same name (None: start fresh)."""
         kept = self._session_state.get(session_id)
-        if kept is not None and kept[0] == strategy.name:
-            strategy.load_state_dict(kept[1])
+        return kept[1] if kept is not None and kept[0] == strategy.name else None
 
-    def _keep_state(self, session_id: str, strategy: Strategy) -> None:
+    def _keep_state(self, session_id: str, strategy_name: str, state: dict[str, Any]) -> None:
+        """Carry `state` to the session's next round (a bounded number of sessions is remembered)."""
         if not session_id:
             return
-        state = strategy.state_dict()
         if state:
-            self._session_state[session_id] = (strategy.name, state)
+            self._session_state[session_id] = (strategy_name, state)
             self._session_state.move_to_end(session_id)
             while len(self._session_state) > 32:
                 self._session_state.popitem(last=False)
@@ -424,8 +462,12 @@ class Rounds:
         log.info("batch %s: %d %s task(s) queued (timeout %.0fs)", batch_id, len(group.tasks), spec.type, timeout)
         try:
             await self._wait(group, timeout)
-        finally:
+        except BaseException:  # cancelled: nobody waits for these results, so no task may stay queued or running
             self._close(group)
+            for task in group.tasks.values():
+                self.clients.abort(task, TaskStatus.TIMEOUT.value)
+            raise
+        self._close(group)
         stop_status = TaskStatus.INTERRUPTED.value if group.aborted else TaskStatus.TIMEOUT.value
         out = pb.TaskBatchOutcome(results=group.results)
         for task in group.tasks.values():

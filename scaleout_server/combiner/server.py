@@ -24,7 +24,7 @@ from scaleout_server.combiner.client_service import CombinerClientService
 from scaleout_server.combiner.control_service import ControlService
 from scaleout_server.combiner.controller_link import ControllerLink, EventLink
 from scaleout_server.combiner.model_service import ModelService
-from scaleout_server.combiner.rounds import Rounds
+from scaleout_server.combiner.rounds import Rounds, RoundState
 from scaleout_server.repository.base import ModelRepository
 from scaleout_server.settings import ServerSettings
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
@@ -166,12 +166,16 @@ class CombinerServer:
                 self.clients.sweep()
                 if time.monotonic() - last_cleanup > 60:
                     last_cleanup = time.monotonic()
-                    await asyncio.to_thread(self._delete_orphans)
+                    await asyncio.to_thread(self._delete_orphans, self._uploads_in_use())
             except Exception:  # the sweeper must survive any one failure
                 log.exception("combiner sweep failed")
 
-    def _delete_orphans(self) -> None:
-        in_use = {str(a.path) for g in list(self.rounds.open.values()) for a in getattr(g, "updates", {}).values()}
+    def _uploads_in_use(self) -> set[str]:
+        """Update files open rounds still need (read on the loop: the rounds change there)."""
+        return {str(a.path) for g in self.rounds.open.values() if isinstance(g, RoundState) for a in g.updates.values()}
+
+    def _delete_orphans(self, in_use: set[str]) -> None:
+        """Delete old uploads no open round claims (worker thread: a folder of many large files)."""
         cutoff = time.time() - ORPHAN_UPLOAD_AGE
         for path in self.updates_dir.iterdir():
             try:

@@ -81,3 +81,16 @@ def test_fedavg_has_no_session_state() -> None:
     assert s.state_dict() == {}
     s.load_state_dict({})
     assert s.configure({"epochs": 1}) == {"epochs": 1}
+
+
+def test_fedavg_rejected_update_leaves_the_mean_untouched() -> None:
+    # the first array fits, the second does not: nothing of the bad update may reach the mean or its weight
+    s = make()
+    s.accumulate([np.array([1.0, 1.0]), np.array([2.0])], 1, {})
+    with pytest.raises(ValueError, match="shape"):
+        s.accumulate([np.array([9.0, 9.0]), np.array([9.0, 9.0])], 5, {})
+    with pytest.raises((TypeError, ValueError)):
+        s.accumulate([np.array([9.0, 9.0]), np.array(["x"])], 5, {})
+    np.testing.assert_array_equal(s.result()[0], [1.0, 1.0])
+    np.testing.assert_array_equal(s.result()[1], [2.0])
+    assert s.total_weight == 1 and s.count == 1

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
+from scaleout_server.aggregation import registry
+from scaleout_server.aggregation.fedavg import FedAvg
 from scaleout_server.combiner.server import updates_dir_for
 from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient, running_harness, wait_until
 
 
@@ -216,3 +221,100 @@ def test_inference_response_becomes_a_prediction(harness: Harness, clients: list
 def test_combiner_reports_its_load(harness: Harness, clients: list[SimClient]) -> None:
     start(clients, harness, "a")
     assert wait_until(lambda: any(e["load"] == 1 for e in harness.events_of("combiner_load")), timeout=5)
+
+
+class SlowFedAvg(FedAvg):
+    """FedAvg whose steps take a while, as numpy work on a large model does."""
+
+    name = "slowavg"
+    begin_delay = 0.6
+    fold_delay = 0.6
+    result_delay = 0.6
+
+    def begin(self, global_params: object) -> None:
+        time.sleep(self.begin_delay)
+        super().begin(global_params)
+
+    def accumulate(self, params: object, num_examples: float, metadata: dict[str, object]) -> None:
+        time.sleep(self.fold_delay)
+        super().accumulate(params, num_examples, metadata)
+
+    def result(self) -> list[np.ndarray] | None:
+        time.sleep(self.result_delay)
+        return super().result()
+
+
+@pytest.fixture
+def slow_strategy(monkeypatch: pytest.MonkeyPatch) -> type[SlowFedAvg]:
+    monkeypatch.setitem(registry._STRATEGIES, SlowFedAvg.name, SlowFedAvg)
+    return SlowFedAvg
+
+
+def test_strategy_work_runs_off_the_event_loop(harness: Harness, clients: list[SimClient],
+                                               slow_strategy: type[SlowFedAvg]) -> None:
+    # begin, accumulate and result each take 0.6 s: the loop that answers every client must not notice
+    start(clients, harness, "a", constant=1.0)
+    done = threading.Event()
+    gaps: list[float] = []
+
+    async def probe() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.05)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    assert harness.combiner.loop is not None
+    probing = asyncio.run_coroutine_threadsafe(probe(), harness.combiner.loop)
+    request = spec(["a"])
+    request.aggregator = slow_strategy.name
+    outcome = harness.control.RunRound(request, timeout=30)
+    done.set()
+    probing.result(5)
+    assert outcome.error == "" and outcome.model_id
+    np.testing.assert_allclose(harness.load_model(outcome.model_id)[0], SEED_PARAMS[0] + 1)
+    assert max(gaps) < 0.4
+
+
+def test_cancelled_round_deletes_the_updates_it_did_not_fold(harness: Harness, clients: list[SimClient],
+                                                            slow_strategy: type[SlowFedAvg],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # both updates arrive at once; folding the first takes 0.6 s, and the controller gives up meanwhile
+    monkeypatch.setattr(slow_strategy, "begin_delay", 0.0)
+    start(clients, harness, "a", constant=1.0)
+    start(clients, harness, "b", constant=2.0)
+    request = spec(["a", "b"])
+    request.aggregator = slow_strategy.name
+    with pytest.raises(grpc.RpcError) as info:
+        harness.control.RunRound(request, timeout=0.4)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    updates = updates_dir_for(harness.combiner.settings)
+    assert wait_until(lambda: list(updates.glob("*.scm")) == [], timeout=3)
+
+
+def test_cancelled_task_batch_leaves_no_task_queued(harness: Harness) -> None:
+    # the client is connected (heartbeat) but does not poll yet: its task waits in the queue
+    stub = pb_grpc.CombinerClientStub(harness.channel)
+    stub.SendHeartbeat(pb.Heartbeat(client_id="idle"), metadata=(("client-id", "idle"),), timeout=5)
+    with pytest.raises(grpc.RpcError) as info:
+        harness.control.RunTasks(pb.TaskBatchSpec(type="Custom_ping", client_ids=["idle"], timeout=30), timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    server = harness.combiner.server
+    assert server is not None
+    state = server.clients.clients["idle"]
+    assert wait_until(lambda: not state.pending)
+    # the next poll gets nothing: nobody waits for that task's result any more (a 1 s deadline is not held)
+    reply = stub.PollAndReportAsync(pb.ClientReport(client_id="idle"), metadata=(("client-id", "idle"),), timeout=1)
+    assert list(reply.tasks) == []
+
+
+def test_finished_rounds_and_batches_are_not_kept_alive_by_their_tasks(harness: Harness,
+                                                                      clients: list[SimClient]) -> None:
+    # finished tasks stay registered for late reports; they must not pin their round's updates in memory
+    start(clients, harness, "a", constant=1.0, custom=lambda params: {})
+    assert harness.control.RunRound(spec(["a"]), timeout=30).model_id
+    harness.control.RunTasks(pb.TaskBatchSpec(type="Custom_ping", client_ids=["a"], timeout=10), timeout=20)
+    server = harness.combiner.server
+    assert server is not None
+    tasks = list(server.clients.tasks.values())
+    assert len(tasks) == 2 and all(t.done and t.on_change is None for t in tasks)
