@@ -75,13 +75,19 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     settings = ServerSettings()
     for name, value in values.items():
         current = getattr(settings, name)
-        if isinstance(current, bool):
-            value = str(value).lower() in ("1", "true", "yes", "on") if not isinstance(value, bool) else value
-        elif isinstance(current, int):
-            value = int(value)
-        elif isinstance(current, float):
-            value = float(value)
-        elif isinstance(current, Path):
-            value = Path(value)
+        try:
+            if isinstance(current, bool):
+                value = str(value).lower() in ("1", "true", "yes", "on") if not isinstance(value, bool) else value
+            elif isinstance(current, int):
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+            elif isinstance(current, Path):
+                value = Path(value)
+        except (TypeError, ValueError):
+            # the bare int()/float() error would not say which setting, or where it came from
+            kind = "an integer" if isinstance(current, int) else "a number" if isinstance(current, float) else "a path"
+            raise ValueError(f"setting {name} must be {kind}, got {value!r} (from the settings file, "
+                             f"{ENV_PREFIX}{name.upper()} or a command-line flag)") from None
         setattr(settings, name, value)
     return settings

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from scaleout_server.errors import InvalidInput
 from scaleout_server.store import records as r
 from scaleout_server.store.base import Collection, ListQuery, Store
-from scaleout_server.store.codec import to_jsonable
+from scaleout_server.store.codec import MAX_INT, to_jsonable
 
 
 def _model_extras(out: dict[str, Any]) -> None:
@@ -90,16 +90,18 @@ def to_json(record: Any) -> dict[str, Any]:
 
 # -- query parsing -------------------------------------------------------------------------
 
-def _int_header(request: Request, name: str) -> int:
+def int_header(request: Request, name: str) -> int:
+    """A count header such as X-Limit (absent or empty: 0). Bounded by what the database holds, so
+    an absurd value is a 400 naming the header rather than an overflow (500) in the query."""
     raw = request.headers.get(name)
     if raw is None or raw.strip() == "":
         return 0
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"header {name} must be a non-negative integer, got {raw!r}") from None
-    if value < 0:
-        raise InvalidInput(f"header {name} must be a non-negative integer, got {raw!r}")
+        value = -1
+    if not 0 <= value <= MAX_INT:
+        raise InvalidInput(f"header {name} must be an integer from 0 to {MAX_INT}, got {raw!r}")
     return value
 
 
@@ -137,8 +139,8 @@ def _sort_key(request: Request, resource: Resource) -> str | None:
 def list_query(request: Request, resource: Resource) -> ListQuery:
     return ListQuery(
         filters=filters_of(request, resource) or None,
-        limit=_int_header(request, "X-Limit"),
-        skip=_int_header(request, "X-Skip"),
+        limit=int_header(request, "X-Limit"),
+        skip=int_header(request, "X-Skip"),
         sort_key=_sort_key(request, resource),
         descending=_descending(request),
     )

@@ -10,14 +10,14 @@ from fastapi.responses import JSONResponse
 
 from scaleout_server.api.common import ControllerDep, parse_bool
 from scaleout_server.api.routes_helpers import active_helper
+from scaleout_server.api.routes_packages import NO_ACTIVE
 from scaleout_server.api.schemas import ClientAdd
+from scaleout_server.controller.core import Controller
 from scaleout_server.errors import InvalidInput, NotFoundError
 from scaleout_server.store import records as r
 
 router = APIRouter(tags=["clients"])
 
-NO_PACKAGE_MESSAGE = ("No compute package is active: upload one with "
-                      "scaleout package set-active --file package.tgz -n NAME")
 
 
 def host_only(address: str) -> str:
@@ -38,7 +38,7 @@ def host_only(address: str) -> str:
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
-def connection_info(controller: Any, client: r.ClientRecord, combiner: r.CombinerRecord) -> dict[str, Any]:
+def connection_info(controller: Controller, client: r.ClientRecord, combiner: r.CombinerRecord) -> dict[str, Any]:
     public = combiner.public_hostname or controller.settings.public_hostname or combiner.host
     return {
         "client_id": client.client_id,
@@ -61,7 +61,7 @@ def add_client(body: ClientAdd, request: Request, controller: ControllerDep) -> 
     if package not in ("local", "remote"):
         raise InvalidInput(f"package must be 'local' or 'remote', got {body.package!r}")
     if package == "remote" and controller.store.packages.get_active() is None:
-        return JSONResponse(status_code=203, content={"message": NO_PACKAGE_MESSAGE})
+        return JSONResponse(status_code=203, content={"message": NO_ACTIVE})
     client, combiner = controller.add_client(
         client_id=body.client_id or None,
         name=body.name or None,

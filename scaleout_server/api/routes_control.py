@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from scaleout_server.api.common import ControllerDep, client_ids_list
 from scaleout_server.api.listing import to_json
 from scaleout_server.api.schemas import ControlStop, RunCommand, StartPrediction, StartValidation
+from scaleout_server.controller.core import Controller
 from scaleout_server.errors import InvalidInput
 from scaleout_server.store import records as r
 from scaleoututil.protocol import custom_task_type
@@ -19,15 +20,18 @@ DEFAULT_TASK_TIMEOUT = 60.0
 
 
 def _timeout(value: float | None) -> float:
-    if value is None:
-        return DEFAULT_TASK_TIMEOUT
-    if value <= 0:
-        raise InvalidInput(f"timeout must be a positive number of seconds, got {value}")
-    return float(value)
+    """The default when absent; the controller checks the value (one rule, one message)."""
+    return DEFAULT_TASK_TIMEOUT if value is None else value
 
 
 def _sync(synchronous: bool | None, blocking: bool | None) -> bool:
     return bool(synchronous if synchronous is not None else blocking)
+
+
+def stop_reply(session: r.SessionRecord) -> dict[str, Any]:
+    """What every stop route answers (sessions/{id}/stop, PATCH sessions/{id}, control/stop)."""
+    return {"message": f"Session {session.session_id} stopped", "session_id": session.session_id,
+            "status": session.status}
 
 
 def command_reply(command: r.CommandRecord, **extra: Any) -> dict[str, Any]:
@@ -39,9 +43,7 @@ def command_reply(command: r.CommandRecord, **extra: Any) -> dict[str, Any]:
 @router.post("/api/v1/control/stop")
 def stop_running_session(controller: ControllerDep, body: ControlStop | None = None) -> dict[str, Any]:
     """Stop the running session (or the one named by session_id)."""
-    session = controller.stop_session(body.session_id if body else None)
-    return {"message": f"Session {session.session_id} stopped", "session_id": session.session_id,
-            "status": session.status}
+    return stop_reply(controller.stop_session(body.session_id if body else None))
 
 
 @router.post("/api/v1/control/continue")
@@ -66,7 +68,7 @@ def run_command(body: RunCommand, controller: ControllerDep) -> dict[str, Any]:
     return command_reply(command)
 
 
-def _start_prediction(body: StartPrediction, controller: Any) -> dict[str, Any]:
+def _start_prediction(body: StartPrediction, controller: Controller) -> dict[str, Any]:
     prediction_id = body.prediction_id or r.new_id()
     command = controller.start_prediction(
         prediction_id,

@@ -6,19 +6,11 @@ from fastapi import APIRouter
 
 from scaleout_server.api.common import ControllerDep
 from scaleout_server.api.schemas import ActiveHelper
-from scaleout_server.errors import InvalidInput
-from scaleout_server.store.base import Store
-from scaleoututil.helpers.helpers import available_helpers
+from scaleout_server.controller.session_config import ACTIVE_HELPER_SETTING, active_helper, check_helper
 
 router = APIRouter(tags=["helpers"])
 
-DEFAULT_HELPER = "numpyhelper"
-SETTING = "active_helper"
-
-
-def active_helper(store: Store) -> str:
-    """The stored choice, or numpyhelper (what the official CLI assumes when none is set)."""
-    return store.get_setting(SETTING) or DEFAULT_HELPER
+__all__ = ["active_helper", "router"]  # active_helper is re-exported for the other route modules
 
 
 @router.get("/api/v1/helpers/active")
@@ -30,9 +22,6 @@ def get_active_helper(controller: ControllerDep) -> str:
 @router.put("/api/v1/helpers/active")
 def set_active_helper(body: ActiveHelper, controller: ControllerDep) -> dict[str, str]:
     """Choose the active helper: one of the shipped helper plugins (numpyhelper, binaryhelper)."""
-    helper = body.helper.strip()
-    known = available_helpers()
-    if helper not in known:
-        raise InvalidInput(f"Unknown helper {body.helper!r}; use one of: {', '.join(known)}")
-    controller.store.set_setting(SETTING, helper)
+    helper = check_helper(body.helper.strip())
+    controller.store.set_setting(ACTIVE_HELPER_SETTING, helper)
     return {"message": f"Active helper set to {helper}", "helper": helper}

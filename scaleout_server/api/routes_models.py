@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from scaleout_server.api.common import ControllerDep, UploadsDep, parse_bool, root_route
-from scaleout_server.api.listing import to_json
+from scaleout_server.api.listing import int_header, to_json
 from scaleout_server.api.routes_helpers import active_helper
 from scaleout_server.errors import InvalidInput
 from scaleoututil.model import open_training_model
@@ -60,15 +60,9 @@ def add_model(
 def model_ancestors(model_id: str, request: Request, controller: ControllerDep,
                     include_self: str | None = None) -> list[dict[str, Any]]:
     """The trail from this model back to its seed (header X-Limit: how many, X-Reverse: oldest first)."""
-    raw_limit = request.headers.get("X-Limit") or "0"
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise InvalidInput(f"header X-Limit must be a non-negative integer, got {raw_limit!r}") from None
-    controller.store.models.require(model_id)
-    trail = controller.store.models.ancestors(
+    trail = controller.store.models.ancestors(  # NotFound (404) for an unknown model
         model_id,
-        limit=max(limit, 0),
+        limit=int_header(request, "X-Limit"),
         include_self=parse_bool(include_self, "include_self", default=True),
         reverse=parse_bool(request.headers.get("X-Reverse"), "header X-Reverse", default=False),
     )

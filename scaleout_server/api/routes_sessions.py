@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from scaleout_server.api.common import ControllerDep, root_route
 from scaleout_server.api.listing import to_json
+from scaleout_server.api.routes_control import stop_reply
 from scaleout_server.api.schemas import SessionCreate, SessionPatch, SessionStart
 from scaleout_server.errors import InvalidInput
 
@@ -30,16 +31,10 @@ def start_session(body: SessionStart, controller: ControllerDep) -> dict[str, An
     return {"message": "Session started", "session_id": session.session_id, "status": session.status}
 
 
-def _stop(controller: Any, session_id: str | None) -> dict[str, Any]:
-    session = controller.stop_session(session_id)
-    return {"message": f"Session {session.session_id} stopped", "session_id": session.session_id,
-            "status": session.status}
-
-
 @router.post("/api/v1/sessions/{session_id}/stop")
 def stop_session(session_id: str, controller: ControllerDep) -> dict[str, Any]:
     """Stop a running session: its clients' tasks are aborted and it ends as Stopped."""
-    return _stop(controller, session_id)
+    return stop_reply(controller.stop_session(session_id))
 
 
 @router.patch("/api/v1/sessions/{session_id}")
@@ -48,4 +43,4 @@ def patch_session(session_id: str, body: SessionPatch, controller: ControllerDep
     if body.status not in STOP_STATUSES:
         raise InvalidInput(f"Only status 'Stopped' (or 'Terminated') can be set, got {body.status!r}; "
                            "start sessions with POST /api/v1/sessions/start")
-    return _stop(controller, session_id)
+    return stop_reply(controller.stop_session(session_id))

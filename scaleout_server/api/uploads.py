@@ -44,8 +44,10 @@ class UploadArea:
         if file_size > self.max_bytes:
             raise TooLarge(f"file_size {file_size} is over this server's limit of {self.max_bytes} bytes "
                            "(setting max_upload_bytes)")
+        # no chunk can be larger than the largest file; the cap also keeps an absurd chunk_size
+        # from overflowing the database's integer column
         record = r.UploadRecord(upload_id=r.new_id(), file_name=file_name, file_size=file_size,
-                                chunk_size=chunk_size)
+                                chunk_size=min(chunk_size, self.max_bytes))
         self.path_of(record.upload_id).touch()
         return self.store.uploads.add(record)
 

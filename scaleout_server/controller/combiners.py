@@ -113,6 +113,14 @@ class CombinerRegistry:
             record.load = int(load)
         return self.store.combiners.update(record)
 
+    def heard_from(self, combiner_id: str, load: int | None = None) -> None:
+        """`touch` after a combiner answered a call: one forgotten meanwhile (deleted through the
+        API) is only logged, so its answer still counts."""
+        try:
+            self.touch(combiner_id, load)
+        except NotFoundError:
+            log.info("combiner %s answered but is no longer registered", combiner_id)
+
     def least_loaded(self) -> r.CombinerRecord | None:
         """The online combiner with the fewest online clients (ties: by name)."""
         candidates = self.online()
@@ -159,10 +167,6 @@ class CombinerRegistry:
         return message
 
     # -- fan-out questions -----------------------------------------------------------------
-    def list_active_clients(self, combiner: r.CombinerRecord, timeout: float = LIST_TIMEOUT) -> list[ActiveClient]:
-        reply = self.stub(combiner).ListActiveClients(pb.ClientListRequest(), timeout=timeout)
-        return [ActiveClient(c.client_id, c.name, c.busy, combiner.combiner_id, c.last_seen) for c in reply.clients]
-
     def active_clients(self, combiners: Iterable[r.CombinerRecord] | None = None,
                        timeout: float = LIST_TIMEOUT) -> dict[str, list[ActiveClient]]:
         """Connected clients per online combiner, asked in parallel; an unreachable combiner is left out."""
@@ -224,7 +228,7 @@ class CombinerRegistry:
         answered = self.active_clients(silent, timeout=PROBE_TIMEOUT)
         for combiner in silent:
             if combiner.combiner_id in answered:
-                self.touch(combiner.combiner_id, load=len(answered[combiner.combiner_id]))
+                self.heard_from(combiner.combiner_id, load=len(answered[combiner.combiner_id]))
                 continue
             last = as_utc(combiner.last_seen) or as_utc(combiner.committed_at)
             age = (now - last).total_seconds()  # type: ignore[operator]

@@ -22,7 +22,9 @@ from typing import Any, BinaryIO
 from scaleout_server.controller import models
 from scaleout_server.controller.combiners import CombinerRegistry, as_utc
 from scaleout_server.controller.session_config import (
+    ACTIVE_HELPER_SETTING,
     SessionConfig,
+    active_helper,
     check_helper,
     parse_int,
     parse_positive_float,
@@ -195,10 +197,10 @@ class Controller:
             if kind == "client_seen":
                 seen.append(self._check_client_seen(index, data))
             elif kind == "combiner_load":
-                try:
-                    load = int(data["load"])
-                except (KeyError, TypeError, ValueError):
-                    raise InvalidInput(f"event {index} (combiner_load): data.load must be an integer") from None
+                load = data.get("load")
+                if not isinstance(load, int) or isinstance(load, bool) or not 0 <= load <= codec.MAX_INT:
+                    raise InvalidInput(f"event {index} (combiner_load): data.load must be an integer >= 0, "
+                                       f"got {load!r}")
             elif kind in EVENT_KINDS:
                 try:
                     records.append(codec.decode(event))
@@ -243,6 +245,9 @@ class Controller:
         if data.get("status") not in ("online", "offline"):
             raise InvalidInput(f"event {index} (client_seen): data.status must be 'online' or 'offline', "
                                f"got {data.get('status')!r}")
+        for key in ("name", "ip"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise InvalidInput(f"event {index} (client_seen): data.{key} must be a string, got {data[key]!r}")
         return data
 
     def _client_seen(self, combiner_id: str, data: dict[str, Any]) -> r.ClientRecord:
@@ -295,7 +300,7 @@ class Controller:
         record = self.store.models.add(r.ModelRecord(
             model_id=stored.model_id, name=name, helper_type=stored.helper_type, size=stored.size,
             checksum=stored.checksum))
-        self.store.set_setting("active_helper", stored.helper_type)
+        self.store.set_setting(ACTIVE_HELPER_SETTING, stored.helper_type)
         log.info("model %s stored (%s, %d bytes)", stored.model_id, stored.helper_type, stored.size)
         return record
 
@@ -329,7 +334,7 @@ class Controller:
         if seed_model_id and (session_config or {}).get("model_id") not in (None, seed_model_id):
             raise InvalidInput(f"seed_model_id {seed_model_id!r} and session_config.model_id "
                                f"{session_config['model_id']!r} differ; give one of them")
-        config = validate_session_config(session_config, default_helper=self.store.get_setting("active_helper"),
+        config = validate_session_config(session_config, default_helper=active_helper(self.store),
                                          resolve_model=lambda mid: self._resolve_model(mid or seed_model_id))
         session_id = r.new_id()
         record = r.SessionRecord(session_id=session_id, name=name or f"session-{session_id[:8]}",

@@ -15,9 +15,11 @@ from typing import Any
 
 from scaleout_server.aggregation.registry import available_strategies
 from scaleout_server.errors import InvalidInput
+from scaleout_server.store.base import Store
 from scaleoututil.helpers.helpers import available_helpers
+from scaleoututil.model import DEFAULT_HELPER
 
-DEFAULT_HELPER = "numpyhelper"
+ACTIVE_HELPER_SETTING = "active_helper"  # store setting: the helper of the latest seed model, or as set by the user
 
 
 @dataclass
@@ -50,6 +52,12 @@ VALID_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SessionCo
 
 def available_aggregators() -> list[str]:
     return available_strategies()
+
+
+def active_helper(store: Store) -> str:
+    """The helper new sessions and seed models default to: the stored choice, else numpyhelper
+    (what the official CLI assumes when none is set)."""
+    return store.get_setting(ACTIVE_HELPER_SETTING) or DEFAULT_HELPER
 
 
 def check_helper(name: Any) -> str:

@@ -102,6 +102,9 @@ class SessionRunner:
         self.on_exit = on_exit
         self.stop_event = threading.Event()
         self.stop_reason = STOPPED_BY_USER
+        # set once the session's final status is written: from then on the runner writes nothing, so
+        # the session may be started again even though the thread is still winding down
+        self.ended = threading.Event()
         self._grace = ABORT_GRACE
         self._thread = threading.Thread(target=self._run, name=f"session-{session_id[:8]}", daemon=True)
 
@@ -133,7 +136,8 @@ class SessionRunner:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """Still running the session (its final status not yet written)."""
+        return self._thread.is_alive() and not self.ended.is_set()
 
     # -- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -188,6 +192,8 @@ class SessionRunner:
             self.store.sessions.update(session)
         except Exception:
             log.exception("session %s: could not record status %s", self.session_id, status)
+        finally:
+            self.ended.set()
 
     def _end_round(self, current: RoundContext | None, status: str, error: str | None) -> None:
         if current is None:
@@ -341,10 +347,10 @@ class SessionRunner:
                 continue
             try:
                 call.outcome = call.future.result()
-                self.registry.touch(call.combiner.combiner_id)
             except Exception as exc:  # one combiner failing does not end the round
                 call.error = self.registry.call_failed(call.combiner, "RunRound", exc)
                 continue
+            self.registry.heard_from(call.combiner.combiner_id)
             if call.outcome.error:
                 call.error = call.outcome.error
                 log.warning("session %s round %d: combiner %s reported: %s", self.session_id, record.round_number,

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from scaleout_server.controller.combiners import ActiveClient, CombinerRegistry, await_all
 from scaleout_server.errors import InvalidInput
 from scaleout_server.store import records as r
@@ -59,8 +57,6 @@ def result_dict(result: pb.TaskResult, combiner: r.CombinerRecord) -> dict[str, 
 class TaskDispatcher:
     def __init__(self, registry: CombinerRegistry) -> None:
         self.registry = registry
-        self._lock = threading.Lock()
-        self._pending: set[grpc.Future] = set()
 
     def resolve(self, client_ids: list[str] | None) -> list[Target]:
         """Group the chosen clients (default: every connected one) by the combiner that holds them.
@@ -100,8 +96,6 @@ class TaskDispatcher:
             except Exception as exc:  # reported per client below
                 calls.append((target, None, exc))
                 continue
-            with self._lock:
-                self._pending.add(future)
             calls.append((target, future, None))
         await_all([future for _, future, _ in calls if future is not None], stop, grace)
         results: list[dict[str, Any]] = []
@@ -109,23 +103,14 @@ class TaskDispatcher:
             if future is not None:
                 try:
                     outcome = future.result()
-                    results.extend(result_dict(res, target.combiner) for res in outcome.results)
-                    self.registry.touch(target.combiner.combiner_id)
-                    continue
                 except Exception as exc:
                     error = exc
-                finally:
-                    with self._lock:
-                        self._pending.discard(future)
+                else:
+                    results.extend(result_dict(res, target.combiner) for res in outcome.results)
+                    self.registry.heard_from(target.combiner.combiner_id)
+                    continue
             message = self.registry.call_failed(target.combiner, f"RunTasks({batch.task_type})", error)
             results.extend({"client_id": c.client_id, "client_name": c.name, "combiner": target.combiner.name,
                             "correlation_id": "", "status": TaskStatus.FAILED.value,
                             "response": {"error": message}} for c in target.clients)
         return results
-
-    def cancel_all(self) -> None:
-        """Stop waiting for every batch in flight (controller shutdown)."""
-        with self._lock:
-            pending = list(self._pending)
-        for future in pending:
-            future.cancel()

@@ -68,24 +68,53 @@ def decode(message: dict[str, Any]) -> Any:
 
 
 def from_jsonable(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a record; ValueError naming the field when a value has the wrong JSON type, so that
+    a malformed record is refused here rather than failing (as a 500) when it is stored."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            kwargs[f.name] = _typed(hints[f.name], data[f.name])
+            kwargs[f.name] = _typed(hints[f.name], data[f.name], f.name)
     return cls(**kwargs)
 
 
-def _typed(hint: Any, value: Any) -> Any:
+# the widest integer every store backend holds (64-bit signed)
+MAX_INT = 2**63 - 1
+
+
+def _typed(hint: Any, value: Any, name: str) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
             if arg is not type(None):
-                return _typed(arg, value)
-    if hint is datetime and isinstance(value, str):
-        return datetime.fromisoformat(value)
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+                return _typed(arg, value, name)
+    if hint is datetime:
+        if isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            return datetime.fromisoformat(value)
+        raise ValueError(f"{name}: expected an ISO-8601 date and time, got {value!r}")
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return from_jsonable(hint, value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    expected = _JSON_TYPES.get(origin or hint)
+    if expected is not None and (not isinstance(value, expected[0]) or isinstance(value, bool) and hint is not bool):
+        raise ValueError(f"{name}: expected {expected[1]}, got {type(value).__name__}")
+    if hint is int and not -MAX_INT <= value <= MAX_INT:
+        raise ValueError(f"{name}: {value} is out of range")
     return value
+
+
+_JSON_TYPES: dict[Any, tuple[type | tuple[type, ...], str]] = {
+    str: (str, "a string"),
+    int: (int, "an integer"),
+    float: ((int, float), "a number"),
+    bool: (bool, "true or false"),
+    dict: (dict, "an object"),
+    list: (list, "a list"),
+}

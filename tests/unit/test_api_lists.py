@@ -120,6 +120,15 @@ def test_bad_limit_header_is_400(api: Api) -> None:
     assert "X-Limit" in res.json()["message"]
 
 
+@pytest.mark.parametrize(("path", "header"), [("/api/v1/models/", "X-Limit"), ("/api/v1/models/", "X-Skip"),
+                                            ("/api/v1/models/m/ancestors", "X-Limit")])
+def test_out_of_range_count_header_is_400_not_a_database_overflow(api: Api, path: str, header: str) -> None:
+    res = api.client.get(path, headers={header: str(2**64)})
+    assert res.status_code == 400
+    assert header in res.json()["message"] and "from 0 to" in res.json()["message"]
+    assert api.client.get(path, headers={header: "-1"}).status_code == 400
+
+
 def test_bad_sort_order_is_400(api: Api) -> None:
     res = api.client.get("/api/v1/models/", headers={"X-Sort-Order": "sideways"})
     assert res.status_code == 400

@@ -98,6 +98,15 @@ def test_init_over_max_upload_bytes_is_413(small_api: Api) -> None:
     assert "max_upload_bytes" in res.json()["message"]
 
 
+def test_init_caps_an_absurd_chunk_size_at_max_upload_bytes(small_api: Api) -> None:
+    res = small_api.client.post("/api/v1/file-upload/init",
+                                json={"file_name": "m.npz", "file_size": 300, "chunk_size": 2**70})
+    assert res.status_code == 200, res.text
+    assert res.json()["chunk_size"] == 10_000
+    upload_id = res.json()["upload_id"]
+    assert _chunk(small_api, upload_id, 0, b"x" * 300).status_code == 200  # type: ignore[attr-defined]
+
+
 def test_unknown_upload_is_404(api: Api) -> None:
     res = _chunk(api, "nope", 0, b"x")
     assert res.status_code == 404  # type: ignore[attr-defined]

@@ -98,6 +98,21 @@ def test_ingest_events_stores_records_and_upserts_seen_clients(env: Env) -> None
     ({"kind": "combiner_load", "data": {"load": "lots"}}, "data.load must be an integer"),
     ({"kind": "metric", "data": {"metric_id": "m2", "bogus_field": 1}}, "event 1 (metric)"),
     ("text", "event 1: expected an object"),
+    # wrongly typed values are refused with the field's name, not stored (a 500 from the database before)
+    ({"kind": "metric", "data": {"metric_id": "m2", "key": "k", "value": "abc", "sender": {}}},
+     "event 1 (metric): value: expected a number, got str"),
+    ({"kind": "metric", "data": {"metric_id": ["m2"], "key": "k", "value": 1, "sender": {}}},
+     "metric_id: expected a string, got list"),
+    ({"kind": "metric", "data": {"metric_id": "m2", "key": "k", "value": 1, "sender": "me"}},
+     "Sender: expected an object, got str"),
+    ({"kind": "metric", "data": {"metric_id": "m2", "key": "k", "value": 1, "sender": {}, "step": 2**70}},
+     "step: 1180591620717411303424 is out of range"),
+    ({"kind": "attribute", "data": {"attribute_id": "a", "client_id": ["x"], "key": "k", "value": 1}},
+     "client_id: expected a string, got list"),
+    ({"kind": "validation", "data": {"validation_id": "v", "model_id": "m", "data": [1], "sender": {}}},
+     "data: expected an object, got list"),
+    ({"kind": "combiner_load", "data": {"load": 2**70}}, "data.load must be an integer >= 0"),
+    ({"kind": "client_seen", "data": {"client_id": "y", "status": "online", "name": 5}}, "data.name must be a string"),
 ])
 def test_ingest_events_rejects_a_bad_batch_as_a_whole(env: Env, event: object, message: str) -> None:
     combiner, _ = env.controller.register_combiner("c1", "127.0.0.1", 1001)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -177,6 +179,33 @@ def test_only_one_session_runs_and_a_finished_one_continues(env: Env) -> None:
     assert session.status == SessionStatus.FINISHED, session.error
     assert [x.round_number for x in rounds_of(env, first.session_id)] == [1, 2, 3]
     assert [x.status for x in rounds_of(env, first.session_id)] == ["Stopped", "Finished", "Finished"]
+
+
+def test_a_session_recorded_finished_can_be_continued_while_its_thread_winds_down(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.combiner("c1", "a")
+    env.seed()
+    session = env.controller.create_session("s", {"rounds": 1, "round_timeout": 5}, None)
+    release = threading.Event()
+    exited = env.controller._runner_exited
+
+    def slow_exit(runner: Any) -> None:  # the thread lingers after the session is recorded Finished
+        release.wait(10)
+        exited(runner)
+
+    monkeypatch.setattr(env.controller, "_runner_exited", slow_exit)
+    env.controller.start_session(session.session_id)
+    deadline = time.monotonic() + 10
+    while env.store.sessions.require(session.session_id).status != SessionStatus.FINISHED:
+        assert time.monotonic() < deadline, "first run did not finish"
+        time.sleep(0.02)
+    assert env.controller.status() == {"state": "idle", "session_id": None}
+    try:
+        env.controller.start_session(session.session_id, rounds=1)  # was a Conflict: "is running"
+    finally:
+        release.set()
+    assert env.controller.wait_for_session(10)
+    assert [x.status for x in rounds_of(env, session.session_id)] == ["Finished", "Finished"]
 
 
 def test_start_and_stop_reject_bad_requests(env: Env) -> None:

@@ -87,6 +87,14 @@ def test_an_unreachable_combiner_fails_its_clients_only(env: Env) -> None:
     assert "RunTasks(Custom_ping) on combiner down failed" in by_client["b"]["response"]["error"]
 
 
+def test_a_combiner_forgotten_during_the_batch_keeps_its_results_once(env: Env) -> None:
+    env.combiner("one", "a")
+    targets = env.controller.dispatcher.resolve(None)
+    env.store.combiners.delete(targets[0].combiner.combiner_id)  # e.g. DELETE /api/v1/combiners/{id} meanwhile
+    results = env.controller.dispatcher.run(TaskBatch(task_type="Custom_ping", timeout=2), targets)
+    assert [(x["client_id"], x["status"]) for x in results] == [("a", "COMPLETED")]
+
+
 def test_prediction_sends_inference_tasks_with_parameters_under_the_prediction_id(env: Env) -> None:
     fake = env.combiner("one", "a")
     seed = env.seed()
