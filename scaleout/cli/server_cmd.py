@@ -8,9 +8,11 @@ they talk over the network exactly as they would on separate hosts.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
     combiner = subprocess.Popen(combiner_cmd, preexec_fn=_die_with_parent)
 
     def _stop_combiner(*_: Any) -> None:
+        _stopping.set()
         if combiner.poll() is None:
             combiner.terminate()
             try:
@@ -155,6 +158,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
 
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    threading.Thread(target=_watch_combiner, args=(combiner,), name="combiner-watch", daemon=True).start()
     click.echo(f"REST API and UI: {api_url}  (OpenAPI at {api_url}/docs)")
     click.echo(f"Combiner (gRPC): {settings.host}:{settings.combiner_port}   data: {Path(settings.data_dir).resolve()}")
     click.echo(f"Start clients with: scaleout client start --api-url {api_url}")
@@ -166,6 +170,24 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
         _stop_combiner()
         signal.signal(signal.SIGTERM, previous)
         click.echo("Server stopped.")
+    if _combiner_failed.is_set():
+        sys.exit(1)
+
+
+def _watch_combiner(combiner: subprocess.Popen[bytes]) -> None:
+    """A server without its combiner cannot train: if the child dies, say so and stop the whole server
+    (instead of serving an API whose sessions would wait for clients that can never connect)."""
+    code = combiner.wait()
+    if _stopping.is_set():
+        return
+    _combiner_failed.set()
+    click.secho(f"The combiner exited unexpectedly (exit code {code}); its output is above. Stopping the server.",
+                fg="red", err=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+_stopping = threading.Event()
+_combiner_failed = threading.Event()
 
 
 def _terminate_as_interrupt(signum: int, frame: Any) -> None:

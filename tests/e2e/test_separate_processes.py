@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.e2e.deployment import Deployment
@@ -36,5 +38,18 @@ def test_standalone_controller_and_combiner_train_and_clients_reconnect_after_co
     except BaseException:
         print(dep.dump_logs())
         raise
+    finally:
+        dep.close()
+
+
+def test_server_start_stops_with_an_error_when_its_combiner_dies(tmp_path: Path) -> None:
+    dep = Deployment(tmp_path)
+    try:
+        server = dep.start_server()
+        (combiner_pid,) = [c.pid for c in psutil.Process(server.popen.pid).children()]
+        os.kill(combiner_pid, signal.SIGKILL)
+        server.popen.wait(timeout=30)
+        assert server.popen.returncode == 1
+        assert "combiner exited unexpectedly" in server.output()
     finally:
         dep.close()
