@@ -305,27 +305,31 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
 
     async def StreamTelemetryRecord(self, request_iterator: AsyncIterator[pb.TelemetryRecord],
                                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
+        async for ack in self._store_and_ack(request_iterator, context, "telemetry", "telemetry_id",
+                                             r.TelemetryRecord):
+            yield ack
+
+    async def StreamAttributeRecord(self, request_iterator: AsyncIterator[pb.AttributeRecord],
+                                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
+        async for ack in self._store_and_ack(request_iterator, context, "attribute", "attribute_id",
+                                             r.AttributeRecord):
+            yield ack
+
+    async def _store_and_ack(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                             kind: str, id_field: str, record_type: Any) -> AsyncIterator[pb.RecordAck]:
+        """The 1.1 record streams: forward each record once (re-sends are recognised by id) and echo its
+        id in a RecordAck, as the client expects. Any record from a client shows it is alive."""
         state = self._client(context)
         async for record in request_iterator:
             client_id = state.client_id if state else record.client_id
             if state is not None:
                 self.clients.touch(state.client_id)
-            if self._seen.add("telemetry:" + record.telemetry_id):
-                self.link.emit_record(r.TelemetryRecord(
-                    telemetry_id=record.telemetry_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
-                    value=record_value(record.payload), timestamp=timestamp_of(record)))
-            yield pb.RecordAck(record_ids=[record.telemetry_id])
-
-    async def StreamAttributeRecord(self, request_iterator: AsyncIterator[pb.AttributeRecord],
-                                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
-        state = self._client(context)
-        async for record in request_iterator:
-            client_id = state.client_id if state else record.client_id
-            if self._seen.add("attribute:" + record.attribute_id):
-                self.link.emit_record(r.AttributeRecord(
-                    attribute_id=record.attribute_id or str(uuid.uuid4()), client_id=client_id, key=record.key,
-                    value=record_value(record.payload), timestamp=timestamp_of(record)))
-            yield pb.RecordAck(record_ids=[record.attribute_id])
+            record_id = getattr(record, id_field)
+            if self._seen.add(f"{kind}:{record_id}"):
+                self.link.emit_record(record_type(**{id_field: record_id or str(uuid.uuid4())}, client_id=client_id,
+                                                  key=record.key, value=record_value(record.payload),
+                                                  timestamp=timestamp_of(record)))
+            yield pb.RecordAck(record_ids=[record_id])
 
     async def StreamInferenceResult(self, request_iterator: AsyncIterator[pb.InferenceResult],
                                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
