@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from scaleoututil.api import APIClient
-from tests.unit.test_api_client_support import FakeController, Recorded, running_fake_controller, upload_routes
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeController]:
-    with running_fake_controller() as controller:
-        yield controller
+from tests.unit.test_api_client_support import FakeController, Recorded, upload_routes
 
 
 @pytest.fixture(autouse=True)

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scaleoututil.api import upload as upload_mod
 from scaleoututil.api.upload import UploadError, chunked_upload
-from tests.unit.test_api_client_support import FakeController, Recorded, running_fake_controller, upload_routes
+from tests.unit.test_api_client_support import FakeController, Recorded, upload_routes
 
 KIB = 1024
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeController]:
-    with running_fake_controller() as controller:
-        yield controller
 
 
 def _file(tmp_path: Path, size: int) -> Path:

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,13 +16,7 @@ from rich.console import Console
 
 from scaleout.cli import package_cmd, resources_cmd, session_cmd  # noqa: F401  (attach the commands)
 from scaleout.cli.groups import cli
-from tests.unit.test_api_client_support import FakeController, running_fake_controller, upload_routes
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeController]:
-    with running_fake_controller() as controller:
-        yield controller
+from tests.unit.test_api_client_support import FakeController, upload_routes
 
 
 def run(fake: FakeController | None, *args: str) -> click.testing.Result:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import click
@@ -13,13 +12,7 @@ from scaleout.cli import package_cmd, resources_cmd, session_cmd  # noqa: F401  
 from scaleout.cli.api_options import parse_id_list, parse_json_object, resolve_base_url
 from scaleout.cli.groups import cli
 from tests.conftest import free_port
-from tests.unit.test_api_client_support import FakeController, running_fake_controller
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeController]:
-    with running_fake_controller() as controller:
-        yield controller
+from tests.unit.test_api_client_support import FakeController
 
 
 @pytest.fixture(autouse=True)

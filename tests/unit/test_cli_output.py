@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import click
-import pytest
 import yaml
 from click.testing import CliRunner
 
 from scaleout.cli import package_cmd, resources_cmd, session_cmd  # noqa: F401  (attach the commands)
 from scaleout.cli.groups import cli
 from scaleout.cli.output import compact, round_clients, round_counts, round_duration, short, size
-from tests.unit.test_api_client_support import FakeController, running_fake_controller
+from tests.unit.test_api_client_support import FakeController
 
 SESSIONS = [
     {"session_id": "11111111-aaaa", "name": "first", "status": "Finished", "committed_at": "2024-05-01T12:00:00+00:00",
@@ -22,12 +20,6 @@ SESSIONS = [
     {"session_id": "22222222-bbbb", "name": "second", "status": "Running", "committed_at": "2024-05-02T12:00:00+00:00",
      "session_config": {"rounds": 5, "aggregator": "fedopt"}},
 ]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeController]:
-    with running_fake_controller() as controller:
-        yield controller
 
 
 def run(fake: FakeController, *args: str) -> click.testing.Result:

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import click
-import pytest
 from click.testing import CliRunner
 
 from scaleout.cli import package_cmd, resources_cmd, session_cmd  # noqa: F401  (attach the commands)
 from scaleout.cli.groups import cli
-from tests.unit.test_api_client_support import FakeController, Recorded, running_fake_controller
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeController]:
-    with running_fake_controller() as controller:
-        yield controller
+from tests.unit.test_api_client_support import FakeController, Recorded
 
 
 def run(fake: FakeController, *args: str) -> click.testing.Result:

@@ -74,6 +74,21 @@ def custom(correlation_id: str, name: str = "echo", **params: object) -> pb.Task
     return pb.TaskRequest(correlation_id=correlation_id, type=f"Custom_{name}", data=json.dumps({"parameters": params}))
 
 
+def start_abortable_task(env: Env, correlation_id: str) -> None:
+    """Deliver a custom task whose callback runs until aborted; return once it is running."""
+    running = threading.Event()
+
+    def long_job(params: dict) -> dict:
+        running.set()
+        while True:
+            env.client.check_task_abort()
+            time.sleep(0.01)
+
+    env.client.set_custom_callback("long", long_job)
+    env.fake.enqueue(custom(correlation_id, "long"))
+    assert running.wait(5)
+
+
 def test_a_task_queued_during_a_long_poll_starts_within_milliseconds(env: Env) -> None:
     started: list[float] = []
     env.client.set_custom_callback("echo", lambda params: started.append(time.monotonic()) or params)
@@ -122,17 +137,7 @@ def test_running_tasks_are_reported_with_every_poll(env: Env) -> None:
 
 
 def test_an_interrupt_directive_aborts_the_running_task(env: Env) -> None:
-    running = threading.Event()
-
-    def long_job(params: dict) -> dict:
-        running.set()
-        while True:
-            env.client.check_task_abort()
-            time.sleep(0.01)
-
-    env.client.set_custom_callback("long", long_job)
-    env.fake.enqueue(custom("t-long", "long"))
-    assert running.wait(5)
+    start_abortable_task(env, "t-long")
     env.fake.enqueue(pb.TaskRequest(correlation_id="t-long", status="INTERRUPTED"))
     report = wait_until(lambda: env.fake.done_report("t-long"))
     assert report.status == "INTERRUPTED"
@@ -225,17 +230,7 @@ def test_the_loop_survives_a_combiner_restart_and_keeps_serving(tmp_path: Path) 
 
 
 def test_final_report_tells_the_combiner_how_tasks_ended_without_taking_new_ones(env: Env) -> None:
-    running = threading.Event()
-
-    def long_job(params: dict) -> dict:
-        running.set()
-        while True:
-            env.client.check_task_abort()
-            time.sleep(0.01)
-
-    env.client.set_custom_callback("long", long_job)
-    env.fake.enqueue(custom("t-long", "long"))
-    assert running.wait(5)
+    start_abortable_task(env, "t-long")
     env.receiver.stop()
     env.receiver.join(5)
     assert env.receiver.abort_all("Aborted by client") == 1
