@@ -32,6 +32,9 @@ class ServerSettings:
     max_package_bytes: int = 512 * 1024**2
     # client liveness: a client not heard from for this long counts as offline
     client_offline_after: float = 15.0
+    # hold a poll that announces its interval (official 1.1 clients) until a task arrives or the
+    # interval is over, instead of answering at once: tasks reach them without the polling wait
+    hold_interval_polls: bool = True
 
     def resolved_store_url(self) -> str:
         if self.store_url:

@@ -259,6 +259,20 @@ class ScaleoutModel:
         model._helper_type = name if isinstance(name, str) and name else None
         return model
 
+    @staticmethod
+    def from_training_model(model_params: Any, helper: Any = None,
+                            metadata: dict[str, Any] | None = None) -> ScaleoutModel:
+        """The published packages' name for `from_model_params` (with optional metadata entries), so
+        projects written against them run here unchanged."""
+        model = ScaleoutModel.from_model_params(model_params, helper=helper)
+        # as published, a new model always gets a fresh id: reserved keys (model_id, ...) are dropped
+        model._user_metadata = {k: v for k, v in (metadata or {}).items() if k not in RESERVED_METADATA_KEYS}
+        return model
+
+    def get_training_model(self, helper: Any = None) -> Any:
+        """The published packages' name for `get_model_params`."""
+        return self.get_model_params(helper)
+
     def get_model_params(self, helper: Any = None) -> Any:
         """Load params with the given helper (remembered) or the stored one; ValueError if none.
 

@@ -3,8 +3,11 @@
 A client's tasks travel only with its polls, so the rules of the client contract live here:
 a task reported done is never handed out again (the client would run it a second time), an
 abort travels only as a status update for a task the client reports as still running, at most
-one training task is in flight per client, and a poll with a deadline is held open until a
-task arrives (long poll) while a poll without one (the official clients) is answered at once.
+one training task is in flight per client, and a poll is held open until a task arrives (long
+poll): up to just before its deadline when it has one (our client), or up to the poll interval the
+client announces (`poll_interval_ms`, the official 1.1 clients, which poll again at once after a
+poll that lasted that long, so their poll rate is unchanged and tasks arrive without the wait). A
+poll with neither (the official 1.0.7 clients) is answered at once.
 
 Everything here runs on the server's single event loop, so there are no locks.
 """
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 POLL_DEADLINE_MARGIN = 0.5  # answer a long poll this long before its deadline
 MIN_LONG_POLL = 1.0  # only hold polls whose deadline is further away than this
+MAX_INTERVAL_HOLD = 30.0  # cap on the hold of a poll that announces only its interval
+INTERVAL_HOLD_MARGIN = 0.05  # answer an interval-bound poll this much earlier
 FINISHED_TASKS_KEPT = 100_000  # finished tasks remembered for late results and lookups
 DONE_IDS_KEPT = 10_000  # per client: correlation ids reported done
 FORGET_AFTER = 3600.0  # an offline client with no tasks is forgotten after this long
@@ -116,8 +121,10 @@ class ClientManager:
     `emit(event)` receives `client_seen` events for the controller's feed.
     """
 
-    def __init__(self, offline_after: float = 15.0, emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, offline_after: float = 15.0, emit: Callable[[dict[str, Any]], None] | None = None,
+                 hold_interval_polls: bool = True) -> None:
         self.offline_after = offline_after
+        self.hold_interval_polls = hold_interval_polls
         self._emit = emit or (lambda event: None)
         self.clients: dict[str, ClientState] = {}
         self.tasks: OrderedDict[str, Task] = OrderedDict()
@@ -296,7 +303,7 @@ class ClientManager:
 
     # -- PollAndReportAsync ----------------------------------------------------------------
     async def poll(self, state: ClientState, reports: Iterable[pb.ActivityReport], skip_tasks: bool,
-                   time_remaining: float | None) -> list[pb.TaskRequest]:
+                   time_remaining: float | None, poll_interval: float = 0.0) -> list[pb.TaskRequest]:
         """Apply the reports, then reply with new tasks and abort updates (see module docstring)."""
         reports = list(reports)
         for report in reports:
@@ -308,6 +315,8 @@ class ClientManager:
             return updates
         self._forget_lost(state, reported)
         deadline = _long_poll_deadline(time_remaining)
+        if deadline is None and poll_interval > 0 and self.hold_interval_polls:
+            deadline = now() + min(poll_interval, MAX_INTERVAL_HOLD) - INTERVAL_HOLD_MARGIN
         state.polling += 1
         try:
             while True:

@@ -135,7 +135,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
                 return pb.CombinerDirective()
             else:
                 tasks = await self.clients.poll(state, request.reports, request.skip_polling_tasks,
-                                                context.time_remaining())
+                                                context.time_remaining(), request.poll_interval_ms / 1000)
                 return pb.CombinerDirective(tasks=tasks)
         except Exception as exc:  # the official client exits on UNKNOWN: answer UNAVAILABLE instead
             log.exception("poll failed")

@@ -66,7 +66,8 @@ class CombinerServer:
         self.control_token = control_token
         self.updates_dir = updates_dir_for(settings)
         self.port = 0
-        self.clients = ClientManager(settings.client_offline_after, emit=self.link.emit)
+        self.clients = ClientManager(settings.client_offline_after, emit=self.link.emit,
+                                     hold_interval_polls=settings.hold_interval_polls)
         self.rounds = Rounds(self.clients, repository, self.link, self.updates_dir)  # type: ignore[arg-type]
         if update_grace is not None:
             self.rounds.update_grace = update_grace

@@ -57,14 +57,48 @@ def test_long_poll_without_task_returns_before_its_deadline(harness: Harness) ->
     client.channel.close()
 
 
-def test_poll_without_deadline_is_answered_at_once(harness: Harness) -> None:
+def test_poll_without_deadline_or_interval_is_answered_at_once(harness: Harness) -> None:
+    """The official 1.0.7 client sends neither: it sleeps between polls itself."""
     client = SimClient(harness.port, "c1")
     started = time.monotonic()
-    assert client.poll(timeout=None) == []
+    assert client.poll(timeout=None, interval_ms=0) == []
     assert time.monotonic() - started < 0.3
     cid = harness.submit("c1")
-    assert [t.correlation_id for t in client.poll(timeout=None)] == [cid]
+    assert [t.correlation_id for t in client.poll(timeout=None, interval_ms=0)] == [cid]
     client.channel.close()
+
+
+def test_poll_announcing_its_interval_is_held_for_that_interval_or_until_a_task(harness: Harness) -> None:
+    """The official 1.1 client sends poll_interval_ms and no deadline: holding its poll for the
+    interval keeps its poll rate and hands it a task the moment one is queued."""
+    client = SimClient(harness.port, "c1")
+    started = time.monotonic()
+    assert client.poll(timeout=None, interval_ms=800) == []
+    assert 0.6 < time.monotonic() - started < 1.2
+    result: dict[str, object] = {}
+
+    def held_poll() -> None:
+        result["tasks"] = client.poll(timeout=None, interval_ms=3000)
+        result["returned"] = time.monotonic()
+
+    thread = threading.Thread(target=held_poll)
+    thread.start()
+    time.sleep(0.4)
+    queued_at = time.monotonic()
+    cid = harness.submit("c1")
+    thread.join(5)
+    assert [t.correlation_id for t in result["tasks"]] == [cid]  # type: ignore[union-attr]
+    assert result["returned"] - queued_at < 0.15  # type: ignore[operator]
+    client.channel.close()
+
+
+def test_interval_polls_are_answered_at_once_when_holding_is_switched_off(tmp_path: Path) -> None:
+    with running_harness(tmp_path, hold_interval_polls=False) as h:
+        client = SimClient(h.port, "c1")
+        started = time.monotonic()
+        assert client.poll(timeout=None, interval_ms=2000) == []
+        assert time.monotonic() - started < 0.3
+        client.channel.close()
 
 
 def test_task_reported_done_is_never_sent_again(harness: Harness) -> None:

@@ -80,10 +80,10 @@ def store_seed(repository: LocalRepository, model_id: str = SEED_ID, params: lis
 
 
 @contextmanager
-def running_harness(tmp_path: Path) -> Iterator[Harness]:
+def running_harness(tmp_path: Path, **settings_overrides: Any) -> Iterator[Harness]:
     """A combiner on 127.0.0.1 (port 0) with a seeded LocalRepository and an in-memory event feed."""
     settings = ServerSettings(host="127.0.0.1", combiner_port=0, data_dir=tmp_path / "data", combiner_name="t",
-                              client_offline_after=30.0)
+                              client_offline_after=30.0, **settings_overrides)
     repository = LocalRepository(tmp_path / "repo")
     store_seed(repository)
     events: list[dict[str, Any]] = []
@@ -128,11 +128,11 @@ class SimClient:
         self._deferred: list[threading.Thread] = []
 
     # -- wire ------------------------------------------------------------------------------
-    def poll(self, timeout: float | None = 2.0, reports: list[pb.ActivityReport] | None = None
-             ) -> list[pb.TaskRequest]:
+    def poll(self, timeout: float | None = 2.0, reports: list[pb.ActivityReport] | None = None,
+             interval_ms: int = 100) -> list[pb.TaskRequest]:
         sent = list(self.held.values()) if reports is None else reports
         reply = self.stub.PollAndReportAsync(pb.ClientReport(client_id=self.client_id, reports=sent,
-                                                             poll_interval_ms=100),
+                                                             poll_interval_ms=interval_ms),
                                              metadata=self.metadata, timeout=timeout)
         for report in sent:
             if report.done:

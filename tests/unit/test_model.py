@@ -230,3 +230,15 @@ def test_concurrent_readers_see_consistent_bytes() -> None:
     for t in threads:
         t.join()
     assert len(results) == 12 and all(r == expected for r in results)
+
+
+def test_published_package_names_build_and_read_the_same_model() -> None:
+    """Projects written for the published packages call from_training_model/get_training_model."""
+    params = [np.arange(4, dtype=np.float32)]
+    model = ScaleoutModel.from_training_model(params, helper="numpyhelper",
+                                              metadata={"model_id": "ignored", "epoch": 3})
+    assert model.model_id != "ignored"
+    assert model.metadata["epoch"] == 3
+    reread = ScaleoutModel.from_bytes(model.get_stream().read())
+    np.testing.assert_array_equal(reread.get_training_model("numpyhelper")[0], params[0])
+    assert reread.metadata["epoch"] == 3
