@@ -84,8 +84,8 @@ def client_env(home: Path, poll_interval: int = 1) -> dict[str, str]:
     (1.0.7 dials TLS unless told otherwise; our combiner speaks plaintext), a short poll interval,
     and none of our venv's variables."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update({"HOME": str(home), "SCALEOUT_GRPC_SECURE": "false",
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    env.update({"HOME": str(home), "PYTHONPATH": "", "SCALEOUT_GRPC_SECURE": "false",
                 "SCALEOUT_CLIENT_TASK_POLLING_INTERVAL": str(poll_interval), "PYTHONUNBUFFERED": "1"})
     return env
 
