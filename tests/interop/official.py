@@ -44,16 +44,16 @@ PUBLISHED = (
 
 
 def find_python(minor: str) -> str:
-    """`pythonX.Y` from PATH, else from pyenv (these machines have 3.12 only there)."""
-    found = shutil.which(f"python{minor}")
-    if found:
-        return found
+    """A working `pythonX.Y`: pyenv's install first (its PATH shim fails unless the version is
+    selected), else from PATH."""
     root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    candidates = sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python{minor}"))
-    if candidates:
-        return candidates[-1]
+    candidates = sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python{minor}"), reverse=True)
+    on_path = shutil.which(f"python{minor}")
+    for candidate in [*candidates, *([on_path] if on_path else [])]:
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
     raise RuntimeError(f"Python {minor} is needed for the published scaleout client but was not found "
-                       f"on PATH or under {root}/versions (install it with: pyenv install {minor})")
+                       f"under {root}/versions or on PATH (install it with: pyenv install {minor})")
 
 
 def ensure_venv(release: Published) -> Published:
