@@ -1,10 +1,12 @@
-"""Run the seed's importer-client example on a local deployment, start to finish.
+"""Run an example project (default: the seed's importer-client) on a local deployment, start to finish.
 
 Starts `scaleout server start` in the background, builds and uploads the example's seed model and
 compute package, starts N clients that download the package, runs a session and prints its
 per-round table and the server's URL. Everything is done with the `scaleout` CLI, as a user would.
 The server and clients keep running afterwards (unless --stop) so results can be inspected;
 `python scripts/run_example.py --stop-only` stops them (by the PIDs recorded in the work folder).
+`--example dispatcher-numpy` runs the legacy dispatcher example instead: its clients are started with
+--dispatcher, client i with EXAMPLE_PARTITION=i-1 (its share of the example's data).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "importer-client"
+EXAMPLES = {"importer-client": (), "dispatcher-numpy": ("--dispatcher",)}  # name -> extra `client start` flags
 
 
 def sh(args: list[str], cwd: Path) -> None:
@@ -32,13 +34,13 @@ def sh(args: list[str], cwd: Path) -> None:
         sys.exit(f"scaleout {args[0]} {args[1]} failed with exit code {result.returncode}")
 
 
-def spawn(name: str, args: list[str], cwd: Path, work: Path) -> int:
+def spawn(name: str, args: list[str], cwd: Path, work: Path, env: dict[str, str] | None = None) -> int:
     log = work / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "scaleout", *args], cwd=cwd, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     (work / "pids").mkdir(exist_ok=True)
     (work / "pids" / f"{name}.pid").write_text(str(proc.pid))
     print(f"started {name} (pid {proc.pid}, log {log})", flush=True)
@@ -92,6 +94,8 @@ def wait_for(url: str, predicate, timeout: float, what: str) -> None:  # type: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--example", choices=sorted(EXAMPLES), default="importer-client",
+                        help="which project under examples/ to run")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".example-run", help="where data, logs, pids go")
     parser.add_argument("--api-port", type=int, default=8092)
     parser.add_argument("--combiner-port", type=int, default=12080)
@@ -107,8 +111,8 @@ def main() -> None:
     stop_all(work)  # a previous run's processes would hold the ports
     if work.exists():
         shutil.rmtree(work)
-    project = work / "importer-client"
-    shutil.copytree(EXAMPLE, project)
+    project = work / args.example
+    shutil.copytree(ROOT / "examples" / args.example, project)
     api = f"http://127.0.0.1:{args.api_port}"
     api_opts = ["-H", "127.0.0.1", "-P", str(args.api_port)]
 
@@ -118,16 +122,17 @@ def main() -> None:
     try:
         sh(["run", "build", "-p", "client"], project)
         sh(["package", "create", "--path", "client"], project)
-        sh(["package", "set-active", "--file", "package.tgz", "-n", "importer-client", *api_opts], project)
+        sh(["package", "set-active", "--file", "package.tgz", "-n", args.example, *api_opts], project)
         sh(["model", "set-active", "--file", "seed.npz", *api_opts], project)
         for i in range(1, args.clients + 1):
             client_dir = work / f"client-{i}"
             client_dir.mkdir()
-            spawn(f"client-{i}", ["client", "start", "--api-url", api, "-n", f"client-{i}"], client_dir, work)
+            spawn(f"client-{i}", ["client", "start", "--api-url", api, "-n", f"client-{i}", *EXAMPLES[args.example]],
+                  client_dir, work, env={"EXAMPLE_PARTITION": str(i - 1)})
         wait_for(f"{api}/api/v1/clients/?status=online", lambda body: body.get("count", 0) >= args.clients, 90,
                  f"{args.clients} clients to connect")
         sh(["session", "start", "--rounds", str(args.rounds), "--min_clients", str(args.clients),
-            "-n", "importer-client-example", "--wait", *api_opts], project)
+            "-n", f"{args.example}-example", "--wait", *api_opts], project)
     finally:
         if args.stop:
             stop_all(work)

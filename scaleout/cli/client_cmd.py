@@ -51,6 +51,17 @@ def _setup_logging(level: str) -> None:
     root.setLevel(level)
 
 
+def _package_limit(text: str | None) -> int | None:
+    from scaleout.project.package import parse_size
+
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--max-package-size'") from exc
+
+
 @client_group.command("start")
 @click.option("-u", "--api-url", default=None,
               help="Controller URL, e.g. http://127.0.0.1:8092 (without a scheme: http for localhost, else https).")
@@ -65,10 +76,17 @@ def _setup_logging(level: str) -> None:
 @click.option("--remote-package", "remote_package", is_flag=False, flag_value="", default=None, metavar="[NAME]",
               help="Download the compute package from the server (the default); NAME picks a package by name "
                    "instead of the active one.")
+@click.option("--managed-env", is_flag=True,
+              help="Install the python_env.yaml dependencies into the active virtual environment at start and "
+                   "whenever a new package arrives (skipped when already installed). Create and activate a venv "
+                   "in the client's folder first; outside a venv the client refuses to start.")
 @click.option("--disable-managed-env", is_flag=True,
-              help="Accepted for compatibility with the published clients. This client never creates or "
-                   "manages Python environments, so the flag changes nothing: install the project's "
-                   "requirements yourself (e.g. scaleout run install -p client).")
+              help="The environment is not managed (the default): install the project's requirements yourself, "
+                   "e.g. scaleout run install -p client. Accepted for compatibility with the published clients.")
+@click.option("--max-package-size", "max_package_size", default=None, metavar="SIZE",
+              envvar="SCALEOUT_MAX_PACKAGE_SIZE", show_envvar=True,
+              help="Largest compute package this client downloads and unpacks, e.g. 500MB or 2GiB; larger or "
+                   "hostile archives are refused with nothing unpacked [default: 1GiB].")
 @click.option("-c", "--preferred-combiner", default=None, help="Ask the controller for this combiner.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO", show_default=True,
               help="How much the client logs (to stderr).")
@@ -77,9 +95,14 @@ def _setup_logging(level: str) -> None:
                    "name, preferred_combiner, token. Command-line options win.")
 @click.option("--poll-timeout", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
               help="Seconds the combiner may hold a task poll open before answering.")
+@click.option("--dispatcher", is_flag=True,
+              help="Legacy dispatcher mode: instead of importing startup(client), run the train/validate/predict "
+                   "'command:' lines of scaleout.yaml's entry_points as separate processes (each gets the input "
+                   "model file and an output path as its two arguments).")
 def client_start(api_url: str | None, api_port: int | None, token: str | None, name: str | None,
                  client_id: str | None, local_package: bool, remote_package: str | None, disable_managed_env: bool,
-                 preferred_combiner: str | None, log_level: str, init_file: Path | None, poll_timeout: float) -> None:
+                 preferred_combiner: str | None, log_level: str, init_file: Path | None, poll_timeout: float,
+                 dispatcher: bool, managed_env: bool, max_package_size: str | None) -> None:
     """Start an edge client: register with the controller, load the project's startup(client) and run the
     train/validate/predict/custom tasks the combiner sends, until Ctrl-C or SIGTERM.
 
@@ -88,6 +111,8 @@ def client_start(api_url: str | None, api_port: int | None, token: str | None, n
       scaleout client start --api-url http://127.0.0.1:8092 --local-package
       scaleout client start -u https://edge.example.com --token $TOKEN -n site-a -i site-a
       scaleout client start --init client.yaml
+      scaleout client start --api-url http://127.0.0.1:8092 --local-package --dispatcher
+      scaleout client start --api-url http://127.0.0.1:8092 --managed-env    # inside an active venv
 
     The first Ctrl-C aborts running tasks, reports them and disconnects; a second one exits at once.
     """
@@ -96,6 +121,9 @@ def client_start(api_url: str | None, api_port: int | None, token: str | None, n
 
     if local_package and remote_package is not None:
         raise click.UsageError("use either --local-package or --remote-package, not both")
+    if managed_env and disable_managed_env:
+        raise click.UsageError("use either --managed-env or --disable-managed-env, not both")
+    max_package_bytes = _package_limit(max_package_size)
     settings = _read_init(init_file) if init_file is not None else {}
     given = {"api_url": api_url, "api_port": api_port, "token": token, "name": name, "client_id": client_id,
              "preferred_combiner": preferred_combiner}
@@ -117,6 +145,7 @@ def client_start(api_url: str | None, api_port: int | None, token: str | None, n
         client_id=str(settings["client_id"]) if settings.get("client_id") else None,
         preferred_combiner=str(settings["preferred_combiner"]) if settings.get("preferred_combiner") else None,
         local_package=local_package, package_name=remote_package or None, poll_timeout=poll_timeout,
+        dispatcher=dispatcher, managed_env=managed_env, max_package_bytes=max_package_bytes,
     )
     try:
         code = run_client(config, echo=click.echo)

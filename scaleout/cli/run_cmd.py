@@ -12,7 +12,7 @@ import click
 from scaleout.cli.groups import run_group
 from scaleout.project.build import build_output_dir, run_build
 from scaleout.project.config import PROJECT_FILE, ProjectError, find_project_dir, load_project
-from scaleout.project.environment import install_requirements, read_python_env, split_provided
+from scaleout.project.environment import in_virtualenv, sync_environment
 from scaleout.project.loader import UserCodeError
 
 _PATH_HELP = (
@@ -52,6 +52,9 @@ def _shown(path: Path) -> str:
 def build_command(path: Path, output: Path | None) -> None:
     """Run the project's build() entry point in this process.
 
+    A dispatcher-style entry point ('build: {command: python build.py}') runs as a child process in the
+    project folder instead, with $SCALEOUT_BUILD_OUTPUT_DIR set to the output folder.
+
     \b
     build() usually creates the seed model, e.g. seed.npz in the current folder:
       scaleout run build -p client
@@ -65,8 +68,9 @@ def build_command(path: Path, output: Path | None) -> None:
     except ProjectError as exc:
         raise _fail(exc) from exc
     elapsed = time.perf_counter() - started
+    what = f"{project.build}:build" if project.build else f"command {project.commands['build']!r}"
     click.echo(
-        f"Built project {_shown(project.path)} ({project.build}:build) in {elapsed:.1f} s; "
+        f"Built project {_shown(project.path)} ({what}) in {elapsed:.1f} s; "
         f"output dir: {build_output_dir(output)}"
     )
 
@@ -80,6 +84,8 @@ def install_command(path: Path) -> None:
     Installs build_dependencies, then dependencies, from the file named by python_env in scaleout.yaml,
     into the Python running scaleout ('<this python> -m pip install'). Activate the virtual environment
     you want first. Entries scaleout, scaleoututil and fedn are skipped: this installation provides them.
+    Inside a virtual environment the installed set is remembered, so running it again with an unchanged
+    python_env.yaml does nothing; 'scaleout client start --managed-env' does the same at every start.
 
     \b
       scaleout run install -p client
@@ -89,14 +95,17 @@ def install_command(path: Path) -> None:
         if project.python_env is None:
             click.echo(f"Nothing to install: {_shown(project.project_file)} names no python_env.")
             return
-        env = read_python_env(project)
-        _, skipped = split_provided([*env.build_dependencies, *env.dependencies])
-        installed = install_requirements(project)
+        result = sync_environment(project, require_venv=False)
     except ProjectError as exc:
         raise _fail(exc) from exc
-    if skipped:
-        click.echo(f"Skipped (provided by this installation): {', '.join(skipped)}")
-    if installed:
-        click.echo(f"Installed into {sys.executable}: {', '.join(installed)}")
+    if result.skipped:
+        click.echo(f"Skipped (provided by this installation): {', '.join(result.skipped)}")
+    if result.state == "up-to-date":
+        click.echo(f"Already installed in {sys.prefix}: {', '.join(result.requirements) or 'nothing to install'} "
+                   f"(unchanged {project.python_env}; pip not run).")
+    elif result.requirements:
+        click.echo(f"Installed into {sys.executable}: {', '.join(result.requirements)}")
     else:
         click.echo(f"Nothing to install: {project.python_env} lists no requirements beyond scaleout itself.")
+    if not in_virtualenv():
+        click.echo("Note: this Python is not a virtual environment, so pip will run again next time.")

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -296,27 +295,69 @@ def _project_root(folder: Path) -> Path:
     raise RegistrationError(f"the package unpacked into {folder} holds no scaleout.yaml")
 
 
-def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
-                         session: requests.Session | None = None) -> Path:
-    """Download, verify (sha256) and unpack the server's compute package; return its project folder.
+@dataclass
+class FetchedPackage:
+    """A verified, unpacked compute package: its SHA-256, its project folder, and whether it was downloaded
+    now (False: it was already in the client's cache)."""
 
-    Unpacked packages are kept in `workdir/.scaleout/packages/<checksum>/`, so a restart with the
-    same active package skips the download.
+    checksum: str
+    folder: Path
+    downloaded: bool
+
+
+def current_package_checksum(api_url: str, *, name: str | None = None, token: TokenManager | None = None,
+                             session: requests.Session | None = None) -> str:
+    """The SHA-256 of the package the server hands out now (the active one, or the one called `name`).
+
+    One small GET, cheap enough to ask before work; RegistrationError when the server cannot say."""
+    session = session or requests.Session()
+    url = f"{api_url}/api/v1/packages/checksum"
+    try:
+        response = session.get(url, params={"name": name} if name else None, headers=_headers(token),
+                               timeout=REST_TIMEOUT)
+    except requests.RequestException as exc:
+        raise RegistrationError(f"cannot ask {url} for the current package: {exc}") from exc
+    if response.status_code != 200:
+        raise RegistrationError(f"{url} answered {response.status_code}: {_message(response)}")
+    try:
+        checksum = response.json().get("checksum")
+    except (ValueError, AttributeError) as exc:
+        raise RegistrationError(f"{url} answered without a checksum: {response.text[:200]!r}") from exc
+    if not checksum:
+        raise RegistrationError(f"{url} answered without a checksum")
+    return str(checksum).lower()
+
+
+def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
+                         session: requests.Session | None = None, max_bytes: int | None = None) -> Path:
+    """Download, verify (sha256) and unpack the server's compute package; return its project folder."""
+    return fetch_package(api_url, workdir, name=name, token=token, session=session, max_bytes=max_bytes).folder
+
+
+def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
+                  session: requests.Session | None = None, max_bytes: int | None = None) -> FetchedPackage:
+    """Download, verify (sha256) and unpack the server's compute package (the active one, or `name`).
+
+    Unpacked packages are kept in `workdir/.scaleout/packages/<checksum>/`, so a restart with the same
+    package skips the download. `max_bytes` (default DEFAULT_MAX_BYTES) limits both the download and the
+    unpacked size; a hostile or oversized archive is refused with nothing unpacked and is deleted.
     """
     from scaleout.project.config import ProjectError
-    from scaleout.project.package import safe_extract
+    from scaleout.project.package import DEFAULT_MAX_BYTES, safe_extract
 
+    limit = max_bytes or DEFAULT_MAX_BYTES
     session = session or requests.Session()
     packages = workdir / PACKAGES_DIR
     announced = _get_checksum(session, api_url, name, token)
     if announced and (packages / announced).is_dir():
-        logger.info("compute package %s already unpacked", announced[:12])
-        return _project_root(packages / announced)
+        logger.info("compute package %s is cached in %s: not downloading it", announced[:12], packages / announced)
+        return FetchedPackage(announced, _project_root(packages / announced), downloaded=False)
 
     params = {"name": name} if name else None
     url = f"{api_url}/api/v1/packages/download"
     archive_dir = workdir / ARCHIVE_DIR
     archive_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading compute package%s from %s", f" {name}" if name else "", api_url)
     try:
         with session.get(url, params=params, headers=_headers(token), stream=True, timeout=REST_TIMEOUT) as response:
             if response.status_code == 404:
@@ -329,12 +370,16 @@ def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None
             filename = _filename(response) or "package.tgz"
             if not filename.endswith(ARCHIVE_SUFFIXES):
                 raise RegistrationError(f"the server sent package '{filename}', which is not a .tgz/.tar.gz/.tar.bz2")
+            _check_download_size(response.headers.get("Content-Length"), limit, filename)
             archive = archive_dir / filename
             partial = archive.with_name(f"{filename}.{uuid.uuid4().hex}.partial")
             digest = hashlib.sha256()
+            received = 0
             try:
                 with open(partial, "wb") as fh:
                     for piece in response.iter_content(chunk_size=1024 * 1024):
+                        received += len(piece)
+                        _check_download_size(received, limit, filename)
                         digest.update(piece)
                         fh.write(piece)
                 partial.replace(archive)
@@ -346,6 +391,7 @@ def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None
 
     expected = _get_checksum(session, api_url, filename, token) or announced
     if not expected:
+        archive.unlink(missing_ok=True)
         raise RegistrationError(f"the server gave no checksum for package {filename} "
                                 f"(GET {api_url}/api/v1/packages/checksum), so it cannot be verified")
     if expected != actual:
@@ -355,17 +401,21 @@ def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None
 
     target = packages / actual
     if not target.is_dir():
-        staging = packages / f".{actual}.{uuid.uuid4().hex}.partial"
         try:
-            safe_extract(archive, staging)
-            staging.replace(target)
+            safe_extract(archive, target, max_bytes=limit)
         except ProjectError as exc:
-            raise RegistrationError(f"cannot unpack package {filename}: {exc}") from exc
-        except OSError:
-            if not target.is_dir():  # another client in the same folder may have won the race
-                raise
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():  # else another client sharing this folder unpacked it first
+                archive.unlink(missing_ok=True)
+                raise RegistrationError(f"refusing compute package {filename} (sha256 {actual[:12]}): {exc}") from exc
     logger.info("compute package %s (%s) unpacked into %s", filename, actual[:12], target)
-    return _project_root(target)
+    return FetchedPackage(actual, _project_root(target), downloaded=True)
+
+
+def _check_download_size(size: int | str | None, limit: int, filename: str) -> None:
+    try:
+        value = int(size) if size is not None else 0
+    except ValueError:
+        return
+    if value > limit:
+        raise RegistrationError(f"compute package {filename} is larger than this client's limit of {limit} bytes; "
+                                "refusing it (raise the limit with --max-package-size or $SCALEOUT_MAX_PACKAGE_SIZE)")

@@ -34,6 +34,7 @@ from scaleout.client.connection import (
     describe,
 )
 from scaleout.client.edge_client import EdgeClient
+from scaleout.client.package_sync import PackageSource, PackageSync, SyncingTaskExecutor
 from scaleout.client.registration import (
     WIRE_CLIENT_VERSION,
     Assignment,
@@ -41,7 +42,6 @@ from scaleout.client.registration import (
     StartupInterrupted,
     TokenManager,
     api_base_url,
-    fetch_remote_package,
     register_client,
 )
 from scaleout.client.task_receiver import DEFAULT_POLL_TIMEOUT, TaskReceiver
@@ -73,6 +73,9 @@ class ClientConfig:
     workdir: Path = field(default_factory=Path.cwd)
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     telemetry_interval: float = TELEMETRY_INTERVAL
+    dispatcher: bool = False  # legacy mode: run scaleout.yaml's train/validate/predict commands (client/dispatcher.py)
+    managed_env: bool = False  # install python_env.yaml into the active venv at start and per new package
+    max_package_bytes: int | None = None  # download/unpacked size limit for remote packages (None: the default)
 
 
 def decide_tls(grpc_secure: bool | None, env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -103,6 +106,7 @@ class ClientRuntime:
         self.receiver: TaskReceiver | None = None
         self.started = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.package_sync: PackageSync | None = None  # remote packages: switches to a newly activated one
 
     # -- control ------------------------------------------------------------------------------
     def stop(self, reason: str = "Aborted by client") -> None:
@@ -130,6 +134,8 @@ class ClientRuntime:
         """Everything up to the running poll loop; raises RegistrationError with a user-facing message."""
         cfg = self.config
         self.api_url = api_base_url(cfg.api_url, cfg.api_port)
+        if cfg.managed_env:
+            _require_virtualenv()  # before registering: the fix is local and needs no server
         client_id = cfg.client_id or str(uuid.uuid4())
         name = cfg.name or f"client-{client_id[:8]}"
 
@@ -164,8 +170,10 @@ class ClientRuntime:
                   f"  package:    {project.path}\n"
                   "Waiting for tasks; press Ctrl-C to stop.")
         self._announce_connect()
-        executor = TaskExecutor(self.connection, self.outbox, self.edge_client._callbacks,
-                                cfg.workdir / ".scaleout" / "model_cache")
+        executor_args = (self.connection, self.outbox, self.edge_client._callbacks,
+                         cfg.workdir / ".scaleout" / "model_cache")
+        executor = (TaskExecutor(*executor_args) if self.package_sync is None
+                    else SyncingTaskExecutor(*executor_args, sync=self.package_sync))
         self.receiver = TaskReceiver(self.connection, executor, self.stop_event, poll_timeout=cfg.poll_timeout)
         self._spawn("scaleout-heartbeat", self._heartbeat_loop)
         self._spawn("scaleout-telemetry", self._telemetry_loop)
@@ -173,28 +181,51 @@ class ClientRuntime:
         self.started.set()
 
     def _load_project(self) -> Any:
-        from scaleout.project.config import ProjectError, find_project_dir, load_project
+        from scaleout.project.config import ProjectError, find_project_dir
 
         cfg = self.config
+        source = PackageSource(self.api_url, cfg.workdir, name=cfg.package_name, token=self.token,
+                               max_bytes=cfg.max_package_bytes, managed_env=cfg.managed_env)
         try:
             if cfg.local_package:
-                folder = find_project_dir(cfg.workdir)
-            else:
-                folder = fetch_remote_package(self.api_url, cfg.workdir, name=cfg.package_name, token=self.token)
-            return load_project(folder)
+                return source.prepare(find_project_dir(cfg.workdir))
+            fetched = source.fetch()
+            project = source.prepare(fetched.folder)
         except ProjectError as exc:
             raise RegistrationError(str(exc)) from exc
+        self.package_sync = PackageSync(source, self.edge_client, self._run_startup, checksum=fetched.checksum,
+                                        project=project)
+        return project
 
     def _run_startup(self, project: Any) -> None:
         from scaleout.project.config import ProjectError
         from scaleout.project.loader import call_entrypoint
 
+        if self.config.dispatcher:
+            self._start_dispatcher(project)
+            return
         try:
             call_entrypoint(project, "startup", self.edge_client)
         except ProjectError as exc:
             if exc.__cause__ is not None:
                 logger.error("startup failed", exc_info=exc.__cause__)
             raise RegistrationError(str(exc)) from exc
+
+    def _start_dispatcher(self, project: Any) -> None:
+        """Dispatcher mode: check the command entry points, run the startup command, register the callbacks."""
+        from scaleout.client.dispatcher import Dispatcher
+        from scaleout.project.config import ProjectError
+
+        helper_type = self.assignment.raw.get("helper_type") if self.assignment is not None else None
+        try:
+            dispatcher = Dispatcher(project, default_helper=helper_type if isinstance(helper_type, str) else None)
+            dispatcher.run_startup(stop=self.stop_event)
+        except ProjectError as exc:
+            if self.stop_event.is_set():
+                raise StartupInterrupted("stopped during the startup command") from exc
+            raise RegistrationError(str(exc)) from exc
+        dispatcher.register(self.edge_client)
+        logger.info("dispatcher mode: tasks run the commands of %s", project.project_file)
 
     def _version_check(self) -> None:
         assert self.connection is not None
@@ -306,6 +337,16 @@ class ClientRuntime:
             thread.join(timeout=1.0)
         if self.connection is not None:
             self.connection.close()
+
+
+def _require_virtualenv() -> None:
+    from scaleout.project.config import ProjectError
+    from scaleout.project.environment import require_virtualenv
+
+    try:
+        require_virtualenv("--managed-env")
+    except ProjectError as exc:
+        raise RegistrationError(str(exc)) from exc
 
 
 def run_client(config: ClientConfig, edge_client: EdgeClient | None = None,

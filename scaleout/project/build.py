@@ -1,6 +1,9 @@
 """`scaleout run build`: call the project's `build()` in this process (typically it writes seed.npz).
 
 The working directory is left alone, so a build that writes to "." writes where the user ran the command.
+A dispatcher-style `build: {command: ...}` runs as a child process in the project folder instead, with
+SCALEOUT_BUILD_OUTPUT_DIR always set (to -o, else the variable's value, else the user's folder), so the
+seed lands in the same place either way.
 """
 
 from __future__ import annotations
@@ -8,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scaleout.project.config import ProjectError, load_project
+from scaleout.project.commands import CommandStopped, child_environment, parse_command, run_command
+from scaleout.project.config import ProjectConfig, ProjectError, load_project
 from scaleout.project.loader import call_entrypoint
 
 OUTPUT_DIR_ENV = "SCALEOUT_BUILD_OUTPUT_DIR"
@@ -21,11 +25,14 @@ def run_build(path: Path | str, output_dir: Path | str | None = None) -> None:
     duration of the call and restored afterwards; without it the environment is left as it is.
     """
     project = load_project(path)
-    if project.build is None:
+    if project.build is None and "build" not in project.commands:
         raise ProjectError(
             f"{project.project_file} declares no entry_points.build: add 'build: build.py' naming a file that "
-            "defines build()"
+            "defines build() (or, for a dispatcher project, 'build: {command: python build.py}')"
         )
+    if project.build is None:
+        run_build_command(project, build_output_dir(output_dir))
+        return
     if output_dir is None:
         call_entrypoint(project, "build")
         return
@@ -51,3 +58,23 @@ def build_output_dir(output_dir: Path | str | None = None) -> Path:
     if output_dir is not None:
         return Path(output_dir).resolve()
     return Path(os.environ.get(OUTPUT_DIR_ENV) or ".").resolve()
+
+
+def run_build_command(project: ProjectConfig, output_dir: Path) -> None:
+    """Run `entry_points.build.command` in the project folder with SCALEOUT_BUILD_OUTPUT_DIR=output_dir."""
+    line = project.commands["build"]
+    try:
+        argv = parse_command(line)
+    except ValueError as exc:
+        raise ProjectError(f"{project.project_file}: entry_points.build.command: {exc}") from exc
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProjectError(f"cannot create build output folder {output_dir}: {exc}") from exc
+    try:
+        result = run_command(argv, project.path, env=child_environment({OUTPUT_DIR_ENV: str(output_dir)}))
+    except (OSError, CommandStopped) as exc:
+        raise ProjectError(f"cannot run the build command {line!r} in {project.path}: {exc}") from exc
+    if not result.ok:
+        raise ProjectError(f"the build command {line!r} of {project.project_file} {result.exit_text()}. "
+                           f"{result.tail_text()}")

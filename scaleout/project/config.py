@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 PROJECT_FILE = "scaleout.yaml"
-KNOWN_ENTRY_POINTS = ("build", "startup")
+KNOWN_ENTRY_POINTS = ("build", "startup")  # the importer's entry points: .py files defining build()/startup(client)
+DISPATCHER_TASKS = ("train", "validate", "predict")  # `client start --dispatcher` runs these commands
 
 
 class ProjectError(Exception):
@@ -23,13 +24,18 @@ class ProjectError(Exception):
 
 @dataclass
 class ProjectConfig:
-    """A validated project: its folder, the entry-point file names and the raw yaml mapping."""
+    """A validated project: its folder, the entry-point file names and the raw yaml mapping.
+
+    Entry points come in two forms: importer files (`startup: startup.py`, kept in `entry_points`) and
+    legacy dispatcher commands (`train: {command: python train.py}`, kept in `commands`).
+    """
 
     path: Path
     python_env: str | None
     build: str | None
     startup: str | None
     raw: dict[str, Any] = field(repr=False)
+    commands: dict[str, str] = field(default_factory=dict)
 
     @property
     def project_file(self) -> Path:
@@ -38,17 +44,45 @@ class ProjectConfig:
     @property
     def entry_points(self) -> dict[str, str]:
         """All importer-style entry points, name -> file relative to the project folder."""
-        return dict(self.raw.get("entry_points") or {})
+        return {str(k): v.strip() for k, v in (self.raw.get("entry_points") or {}).items() if isinstance(v, str)}
 
     def entry_point_file(self, name: str) -> Path:
         """The absolute file of entry point `name`; ProjectError if the project does not declare it."""
         relative = self.entry_points.get(name)
         if relative is None:
+            if name in self.commands:
+                raise ProjectError(
+                    f"{self.project_file}: entry_points.{name} is a dispatcher command ({self.commands[name]!r}); "
+                    f"start the client with --dispatcher to run command entry points, or name a .py file defining "
+                    f"{name}() instead (e.g. '{name}: {name}.py')"
+                )
+            hint = ""
+            if any(task in self.commands for task in DISPATCHER_TASKS):
+                hint = (f" (this project declares dispatcher commands for "
+                        f"{', '.join(t for t in DISPATCHER_TASKS if t in self.commands)}: start the client with "
+                        "--dispatcher to run them)")
             raise ProjectError(
                 f"{self.project_file} declares no entry_points.{name}: add e.g. '{name}: {name}.py' under "
-                "entry_points"
+                f"entry_points{hint}"
             )
         return self.path / relative
+
+    def command(self, name: str) -> str:
+        """The command line of dispatcher entry point `name`; ProjectError naming file and key when the
+        project does not declare it in the `name: {command: ...}` form."""
+        if name in self.commands:
+            return self.commands[name]
+        example = f"'{name}: {{command: python {name}.py}}'"
+        value = (self.raw.get("entry_points") or {}).get(name)
+        if value is None:
+            raise ProjectError(
+                f"{self.project_file} declares no entry_points.{name}: dispatcher mode (--dispatcher) runs it as a "
+                f"command; add {example} under entry_points"
+            )
+        raise ProjectError(
+            f"{self.project_file}: entry_points.{name} is {_describe(value)}, but dispatcher mode (--dispatcher) "
+            f"needs a mapping with a command line, e.g. {example}"
+        )
 
     @property
     def python_env_file(self) -> Path | None:
@@ -82,9 +116,10 @@ def load_project(path: Path | str) -> ProjectConfig:
             f"{{startup: startup.py, build: build.py}}'), not {_describe(raw)}"
         )
 
-    entry_points = _validate_entry_points(project_file, raw.get("entry_points"))
+    entry_points, commands = _validate_entry_points(project_file, raw.get("entry_points"))
     for name, relative in entry_points.items():
-        _check_project_file(folder, project_file, f"entry_points.{name}", relative, python=True)
+        if name in KNOWN_ENTRY_POINTS:  # other keys are not imported (the published clients ignore them too)
+            _check_project_file(folder, project_file, f"entry_points.{name}", relative, python=True)
 
     python_env = raw.get("python_env")
     if python_env is not None:
@@ -103,6 +138,7 @@ def load_project(path: Path | str) -> ProjectConfig:
         build=entry_points.get("build"),
         startup=entry_points.get("startup"),
         raw=raw,
+        commands=commands,
     )
 
 
@@ -124,7 +160,8 @@ def find_project_dir(root: Path | str) -> Path:
     )
 
 
-def _validate_entry_points(project_file: Path, value: object) -> dict[str, str]:
+def _validate_entry_points(project_file: Path, value: object) -> tuple[dict[str, str], dict[str, str]]:
+    """Split entry points into importer files and dispatcher command lines, refusing any other shape."""
     if value is None or value == {} or value == []:
         raise ProjectError(
             f"{project_file} has no entry_points: add 'entry_points:' with 'startup: startup.py' (a file defining "
@@ -135,28 +172,32 @@ def _validate_entry_points(project_file: Path, value: object) -> dict[str, str]:
             f"{project_file}: entry_points must be a mapping such as '{{startup: startup.py, build: build.py}}', "
             f"not {_describe(value)}"
         )
-    legacy = sorted(str(k) for k, v in value.items() if isinstance(v, dict) and "command" in v)
-    if legacy:
-        raise ProjectError(
-            f"{project_file}: entry point(s) {', '.join(legacy)} use the legacy dispatcher form "
-            "('name: {command: ...}'), which this version does not run yet. Importer projects name Python files "
-            "instead: 'startup: startup.py' (defining startup(client), which registers the train/validate "
-            "callbacks) and 'build: build.py' (defining build())"
-        )
     entry_points: dict[str, str] = {}
-    for name, target in value.items():
-        if not isinstance(target, str) or not target.strip():
+    commands: dict[str, str] = {}
+    for key, target in value.items():
+        name = str(key)
+        if isinstance(target, dict) and "command" in target:
+            command = target["command"]
+            if not isinstance(command, str) or not command.strip():
+                raise ProjectError(
+                    f"{project_file}: entry_points.{name}.command must be a command line such as "
+                    f"'python {name}.py', not {_describe(command)}"
+                )
+            commands[name] = command.strip()
+        elif isinstance(target, str) and target.strip():
+            entry_points[name] = target.strip()
+        else:
             raise ProjectError(
                 f"{project_file}: entry_points.{name} must name a .py file in the project folder (e.g. "
-                f"'{name}: {name}.py'), not {_describe(target)}"
+                f"'{name}: {name}.py'), or, for dispatcher mode, be a mapping with a command line (e.g. "
+                f"'{name}: {{command: python {name}.py}}'), not {_describe(target)}"
             )
-        entry_points[str(name)] = target.strip()
-    if "startup" not in entry_points:
+    if "startup" not in entry_points and not commands:  # command entry points make it a dispatcher project
         raise ProjectError(
             f"{project_file} has no entry_points.startup: add 'startup: startup.py' naming a file that defines "
             "startup(client) and registers your callbacks"
         )
-    return entry_points
+    return entry_points, commands
 
 
 def _check_project_file(folder: Path, project_file: Path, key: str, relative: str, *, python: bool) -> None:

@@ -1,11 +1,18 @@
 """`python_env.yaml`: the pip requirements a project needs, installed into the running interpreter.
 
-Environment management is the user's choice (`scaleout run install`): we install into whatever
-interpreter runs scaleout, and never install our own packages from PyPI over this installation.
+Environment management is the user's choice: `scaleout run install` installs once, `client start
+--managed-env` installs at start and again whenever a new package arrives. We install into whatever
+interpreter runs scaleout (a venv the user created and activated), never create environments ourselves, and
+never install our own packages from PyPI over this installation. A marker file in the venv remembers what
+was installed, so an unchanged python_env.yaml costs no pip run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
+import logging
 import os
 import platform
 import re
@@ -14,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -24,6 +32,16 @@ ALLOWED_KEYS = ("name", "python", "build_dependencies", "dependencies")
 # Provided by this installation; the official PyPI packages share the import names and would overwrite it.
 PROVIDED_PACKAGES = frozenset({"scaleout", "scaleoututil", "fedn"})
 _STDERR_TAIL_LINES = 20
+ENV_MARKER = "scaleout-python-env.json"  # in sys.prefix of a managed venv: what was installed last
+VENV_HINT = (
+    "create one in the client's folder and start the client from it:\n"
+    "  python -m venv .venv && source .venv/bin/activate   (Windows: .venv\\Scripts\\activate)\n"
+    "  pip install <this scaleout installation, e.g. pip install -e /path/to/scaleout-edge-open>\n"
+    "  scaleout client start --managed-env ...\n"
+    "or leave out --managed-env and install the requirements yourself (scaleout run install -p client)"
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,7 @@ def install_requirements(project: ProjectConfig, pip_args: Sequence[str] = ()) -
 
     Returns the requirements passed to pip ([] when the project names no python_env or nothing is left
     after dropping scaleout/scaleoututil/fedn). ProjectError with the tail of pip's stderr on failure.
+    Always runs pip; sync_environment is the variant that skips an unchanged, already installed env.
     """
     if project.python_env is None:
         return []
@@ -105,6 +124,92 @@ def install_requirements(project: ProjectConfig, pip_args: Sequence[str] = ()) -
     return installed
 
 
+def in_virtualenv() -> bool:
+    """True when the running interpreter is a virtual environment (venv or virtualenv)."""
+    return sys.prefix != getattr(sys, "base_prefix", sys.prefix)
+
+
+def require_virtualenv(why: str = "--managed-env") -> None:
+    """ProjectError explaining how to create a venv when the running interpreter is not one."""
+    if not in_virtualenv():
+        raise ProjectError(f"{why} installs python_env.yaml's dependencies into the active virtual environment, "
+                           f"but {sys.executable} is not running in one: {VENV_HINT}")
+
+
+@dataclass(frozen=True)
+class EnvSync:
+    """What sync_environment did: 'unmanaged' (no python_env), 'up-to-date' (marker matched, pip not run)
+    or 'installed' (pip ran); the requirements involved and the ones skipped because scaleout provides them."""
+
+    state: str
+    requirements: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    marker: Path | None = None
+
+
+def env_marker_path() -> Path:
+    return Path(sys.prefix) / ENV_MARKER
+
+
+def requirements_digest(env: PythonEnv) -> str:
+    """SHA-256 of what an install depends on: both requirement lists (in order) and the interpreter version."""
+    build, _ = split_provided(env.build_dependencies)
+    deps, _ = split_provided(env.dependencies)
+    text = json.dumps({"build_dependencies": build, "dependencies": deps, "python": platform.python_version()},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sync_environment(project: ProjectConfig, *, require_venv: bool = True, pip_args: Sequence[str] = ()) -> EnvSync:
+    """Bring the running environment in step with the project's python_env.yaml.
+
+    No python_env in scaleout.yaml: nothing is done (the environment is the user's). Inside a venv, a marker
+    in sys.prefix holds the digest of the last successful install; when it matches, pip is not run at all.
+    Otherwise pip installs build_dependencies then dependencies (pip itself skips what is satisfied) and the
+    marker is rewritten. `require_venv` refuses outside a venv (ProjectError saying how to create one);
+    without it (`scaleout run install`) pip installs into whatever interpreter runs, and no marker is kept.
+    """
+    if project.python_env is None:
+        return EnvSync("unmanaged")
+    if require_venv:
+        require_virtualenv()
+    env = read_python_env(project)
+    requirements, skipped = split_provided([*env.build_dependencies, *env.dependencies])
+    digest = requirements_digest(env)
+    marker = env_marker_path() if in_virtualenv() else None
+    if marker is not None and _read_marker(marker) == digest:
+        logger.info("python_env %s already installed in %s (marker %s): nothing to do",
+                    project.python_env, sys.prefix, marker.name)
+        return EnvSync("up-to-date", tuple(requirements), tuple(skipped), marker)
+    installed = install_requirements(project, pip_args)
+    importlib.invalidate_caches()  # packages new to site-packages become importable in this process
+    if marker is not None:
+        _write_marker(marker, digest, project, installed)
+    logger.info("pip installed %s (from %s) into %s", ", ".join(installed) or "nothing", project.python_env,
+                sys.prefix)
+    return EnvSync("installed", tuple(installed), tuple(skipped), marker)
+
+
+def _read_marker(marker: Path) -> str | None:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("digest") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _write_marker(marker: Path, digest: str, project: ProjectConfig, installed: list[str]) -> None:
+    payload = {"digest": digest, "python": platform.python_version(), "requirements": installed,
+               "python_env": str(project.python_env_file)}
+    partial = marker.with_name(marker.name + ".partial")
+    try:
+        partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        partial.replace(marker)
+    except OSError as exc:  # the install itself worked; without a marker the next start simply asks pip again
+        logger.warning("cannot write %s (%s): the next start will run pip again", marker, exc)
+
+
 def _pip_install(requirements: list[str], pip_args: Sequence[str], project: ProjectConfig) -> None:
     # A requirements file keeps environment markers and options exactly as the user wrote them.
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="scaleout-requirements-", delete=False) as handle:
@@ -113,7 +218,9 @@ def _pip_install(requirements: list[str], pip_args: Sequence[str], project: Proj
     command = [sys.executable, "-m", "pip", "install", *pip_args, "-r", requirements_file]
     environment = {**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+        # cwd: relative paths in python_env.yaml (e.g. ./wheels/x.whl) are relative to the project folder
+        result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False,
+                                cwd=project.path)
     except OSError as exc:
         raise ProjectError(f"cannot run pip with {sys.executable}: {exc}") from exc
     finally:

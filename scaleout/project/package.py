@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+import shutil
 import stat
 import tarfile
+import uuid
+import zlib
 from pathlib import Path, PurePosixPath
 
 from scaleout.project.config import PROJECT_FILE, ProjectError, load_project
 from scaleout.project.ignore import iter_package_files
 
 DEFAULT_PACKAGE_NAME = "package.tgz"
-DEFAULT_MAX_BYTES = 1024**3
+DEFAULT_MAX_BYTES = 1024**3  # unpacked size a client accepts unless told otherwise (--max-package-size)
+MAX_BYTES_ENV = "SCALEOUT_MAX_PACKAGE_SIZE"
+MAX_MEMBERS = 100_000  # more entries than any real project; an archive of empty entries is a cheap bomb
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar.bz2")
 _FILTER_ERROR: type[Exception] | tuple[()] = getattr(tarfile, "FilterError", ())
 
@@ -72,34 +80,63 @@ def _add_file(tar: tarfile.TarFile, source: Path, member_name: str) -> None:
         tar.addfile(info, handle)
 
 
+def parse_size(text: str | int) -> int:
+    """Bytes from '1073741824', '500MB', '1.5GiB' or '200 mib' (decimal and binary units); ValueError otherwise."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _SIZE_UNITS:
+            raise ValueError(f"'{text}' is not a size: use a number of bytes or e.g. 500MB, 2GiB")
+        value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"a size limit must be positive, not {text!r}")
+    return value
+
+
 def safe_extract(archive: Path | str, dest: Path | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
     """Extract a .tgz/.tar.gz/.tar.bz2 package into `dest` after validating every member; return the folder
     holding scaleout.yaml (dest itself, or the archive's single top folder).
 
-    Refused (UnsafeArchive, nothing written): absolute names, '..' components, names below a symlink member,
-    links whose target leaves dest, device/fifo and other special members, duplicate names, and a total
-    uncompressed size above `max_bytes`. Existing files in dest are overwritten, not removed.
+    Refused (UnsafeArchive): absolute names, '..' components, names below a symlink member, links whose target
+    leaves dest, device/fifo and other special members, duplicate names, more than MAX_MEMBERS entries and a
+    total uncompressed size above `max_bytes` (checked while reading headers, so a compression bomb is
+    refused before it is inflated). `dest` must be absent or an empty folder: the archive is unpacked into a
+    temporary folder beside it and moved into place only when complete, so on any error nothing is written.
     """
     archive = Path(archive)
     mode = _read_mode(archive)
-    dest = Path(dest)
+    dest = Path(os.path.abspath(dest))
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ProjectError(f"cannot unpack {archive.name} into {dest}: it exists and is not an empty folder")
+    staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.partial")
     try:
         with tarfile.open(archive, mode) as tar:
-            members = tar.getmembers()
-            names = _validate_members(archive, members, max_bytes)
+            members = _read_members(archive, tar, max_bytes)
+            names = _validate_members(archive, members)
             project_parts = _project_root(archive, names)
-            dest.mkdir(parents=True, exist_ok=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging.mkdir()
             if hasattr(tarfile, "data_filter"):
-                # Second line of defence against anything already in dest (e.g. a pre-existing symlink).
-                tar.extractall(dest, members=members, filter="data")
+                # Second line of defence, should our own validation above ever miss a case.
+                tar.extractall(staging, members=members, filter="data")
             else:  # Python < 3.11.4: our own validation above is the only check
-                tar.extractall(dest, members=members)
+                tar.extractall(staging, members=members)
+        if dest.exists():
+            dest.rmdir()  # empty (checked above); a rename cannot replace a folder portably
+        staging.rename(dest)
     except _FILTER_ERROR as exc:
         raise UnsafeArchive(f"{archive}: refused during extraction into {dest}: {exc}") from exc
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ProjectError(f"{archive} is not a readable package archive: {exc}") from exc
+    except OSError as exc:
         if isinstance(exc, FileNotFoundError) and not archive.exists():
             raise ProjectError(f"package archive {archive} does not exist") from exc
-        raise ProjectError(f"{archive} is not a readable package archive: {exc}") from exc
+        raise ProjectError(f"cannot unpack {archive} into {dest}: {exc}") from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return dest.joinpath(*project_parts)
 
 
@@ -112,11 +149,29 @@ def _read_mode(archive: Path) -> str:
     raise ProjectError(f"{archive}: unsupported package type; use a .tgz, .tar.gz or .tar.bz2 archive")
 
 
-def _validate_members(archive: Path, members: list[tarfile.TarInfo], max_bytes: int) -> dict[str, tarfile.TarInfo]:
+def _read_members(archive: Path, tar: tarfile.TarFile, max_bytes: int) -> list[tarfile.TarInfo]:
+    """Read the member headers one by one, refusing as soon as the size or count limit is passed: a member's
+    size is known from its header, before its (possibly huge) content is inflated."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    while (member := tar.next()) is not None:
+        members.append(member)
+        if len(members) > MAX_MEMBERS:
+            raise UnsafeArchive(f"{archive}: more than {MAX_MEMBERS} entries; refusing oversized packages")
+        if member.isreg():
+            total += member.size
+            if total > max_bytes:
+                raise UnsafeArchive(
+                    f"{archive}: unpacking would exceed {max_bytes} bytes (reached at member '{member.name}'); "
+                    f"refusing oversized packages (raise the limit with --max-package-size or ${MAX_BYTES_ENV})"
+                )
+    return members
+
+
+def _validate_members(archive: Path, members: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
     """Check every member before anything is written; return normalized name -> member."""
     symlinks: set[str] = set()
     names: dict[str, tarfile.TarInfo] = {}
-    total = 0
     for member in members:
         parts = _safe_parts(archive, member.name, member.name)
         key = "/".join(parts)
@@ -132,13 +187,6 @@ def _validate_members(archive: Path, members: list[tarfile.TarInfo], max_bytes: 
             raise UnsafeArchive(f"{archive}: member '{member.name}' has unsupported type {member.type!r}")
         if member.issym():
             symlinks.add(key)
-        if member.isreg():
-            total += member.size
-            if total > max_bytes:
-                raise UnsafeArchive(
-                    f"{archive}: unpacking would exceed {max_bytes} bytes (reached at member '{member.name}'); "
-                    "refusing oversized packages"
-                )
         names[key] = member
 
     for key, member in names.items():

@@ -75,15 +75,13 @@ def test_entry_points_without_startup_is_rejected(tmp_path: Path) -> None:
         load_project(make_project(tmp_path / "c", "entry_points:\n  build: build.py\n"))
 
 
-def test_legacy_dispatcher_form_is_rejected_with_the_importer_form_to_use(tmp_path: Path) -> None:
+def test_legacy_dispatcher_form_is_read_as_commands(tmp_path: Path) -> None:
     text = "entry_points:\n  train:\n    command: python train.py\n  startup:\n    command: python data.py\n"
-    with pytest.raises(ProjectError) as info:
-        load_project(make_project(tmp_path / "c", text))
-    message = str(info.value)
-    assert "legacy dispatcher form" in message
-    assert "does not run yet" in message
-    assert "startup, train" in message
-    assert "startup: startup.py" in message and "build: build.py" in message
+    project = load_project(make_project(tmp_path / "c", text))
+    assert project.commands == {"train": "python train.py", "startup": "python data.py"}
+    assert project.startup is None and project.entry_points == {}
+    with pytest.raises(ProjectError, match="entry_points.startup is a dispatcher command.*--dispatcher"):
+        project.entry_point_file("startup")
 
 
 @pytest.mark.parametrize("value", ["42", "[a.py]", "{file: startup.py}", "''"])
