@@ -185,5 +185,6 @@ def create_app(controller: Controller) -> FastAPI:
                    routes_models, routes_packages, routes_sessions, routes_control, routes_attributes,
                    routes_records):
         app.include_router(module.router)
+    routes_ui.mount_static(app)  # the dashboard's CSS and JavaScript at /ui/static
     return app
 

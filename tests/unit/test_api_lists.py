@@ -234,21 +234,6 @@ def test_control_continue_explains_the_alternative(api: Api) -> None:
     assert "sessions/start" in res.json()["message"]
 
 
-def test_overview_page_shows_clients_sessions_and_rounds(api: Api) -> None:
-    api.store.clients.add(r.ClientRecord(client_id="c1", name="client-<one>", status="online"))
-    api.store.sessions.add(r.SessionRecord(session_id="s1", name="first", status="Running",
-                                           session_config={"aggregator": "fedavg", "rounds": 3}))
-    api.store.rounds.add(r.RoundRecord(round_id="r1", session_id="s1", round_number=1, status="Finished",
-                                       started_at=T0, finished_at=T0 + timedelta(seconds=2.5)))
-    res = api.client.get("/")
-    assert res.status_code == 200
-    assert res.headers["content-type"].startswith("text/html")
-    page = res.text
-    assert "client-&lt;one&gt;" in page  # escaped
-    assert "1 online" in page and "first" in page and "Running" in page and "2.5 s" in page
-    assert 'href="/docs"' in page
-
-
 def test_fixed_paths_win_over_ids(api: Api) -> None:
     config = api.client.get("/api/v1/clients/config", params={"checksum": "true"})
     assert config.status_code == 200

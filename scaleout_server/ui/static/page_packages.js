@@ -1,0 +1,114 @@
+// Compute packages: upload one (chunked, then activated, as `scaleout package set-active` does), list
+// them, activate an older one, download.
+
+import { api, download } from "./api.js";
+import { badge, errorBox, errorSlot, fmtBytes, fmtTime, h, progress, section, shortId, table, update } from "./dom.js";
+import { every, POLL_MS } from "./poll.js";
+import { uploadFile } from "./upload.js";
+
+const EXTENSIONS = [".tar.gz", ".tgz", ".tar.bz2"];
+
+function uploadForm(onUploaded) {
+  const file = h("input", { type: "file", name: "file", accept: EXTENSIONS.join(","), required: true, "data-testid": "package-file" });
+  const name = h("input", { type: "text", name: "name", placeholder: "default: the file name", "data-testid": "package-name" });
+  const description = h("input", { type: "text", name: "description", placeholder: "optional" });
+  const restart = h("input", { type: "checkbox", name: "restart_clients" });
+  const status = h("div", { class: "form-status", "aria-live": "polite", "data-testid": "package-upload-status" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Upload and activate");
+  const form = h("form", { class: "form", "data-testid": "package-form", novalidate: true },
+    h("label", {}, h("span", {}, "Package archive (", EXTENSIONS.join(", "), ", made with ",
+      h("code", {}, "scaleout package create"), ")"), file),
+    h("label", {}, h("span", {}, "Name"), name),
+    h("label", {}, h("span", {}, "Description"), description),
+    h("label", { class: "check" }, restart, " Ask connected clients to restart and fetch it"),
+    h("div", { class: "buttons" }, submit),
+    status);
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const chosen = file.files[0];
+    if (!chosen) {
+      update(status, errorBox("Choose a package file first (a .tgz made with `scaleout package create --path client`)."));
+      return;
+    }
+    if (!EXTENSIONS.some((ext) => chosen.name.toLowerCase().endsWith(ext))) {
+      update(status, errorBox(`${chosen.name} is not a package archive: the file must end in ${EXTENSIONS.join(", ")}.`));
+      return;
+    }
+    submit.disabled = true;
+    const bar = progress(0, chosen.size);
+    status.replaceChildren(h("p", {}, `Uploading ${chosen.name}…`), bar);
+    try {
+      const token = await uploadFile(chosen, (sent, total) => status.replaceChildren(
+        h("p", {}, `Uploading ${chosen.name}: ${fmtBytes(sent)} of ${fmtBytes(total)}`), progress(sent, total)));
+      const form = new FormData();
+      form.set("file_token", token);
+      form.set("file_name", chosen.name);
+      form.set("name", name.value.trim() || chosen.name);
+      form.set("description", description.value.trim());
+      form.set("restart_clients", restart.checked ? "true" : "false");
+      const reply = await api.postForm("packages/", form);
+      const restarted = reply.restarted_clients ? ` Asked ${reply.restarted_clients.length} client(s) to restart.` : "";
+      status.replaceChildren(h("p", { class: "ok-text", "data-testid": "package-uploaded" },
+        `Package ${reply.package.name} uploaded and active (checksum ${reply.package.checksum.slice(0, 12)}…).${restarted}`));
+      file.value = "";
+      name.value = "";
+      description.value = "";
+      onUploaded();
+    } catch (err) {
+      update(status, errorBox(`Upload failed: ${err.message}`));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+export async function mount(root) {
+  const errors = errorSlot();
+  const list = h("div");
+  let poller = null;
+  root.append(h("h1", {}, "Compute packages"), errors.el,
+    h("section", { class: "card" }, h("h2", {}, "Packages"), list),
+    section("Upload a package", uploadForm(() => poller.now())));
+
+  async function activate(pkg) {
+    try {
+      await api.put("packages/active", { id: pkg.package_id });
+      errors.clear();
+    } catch (err) {
+      errors.show(err);
+    }
+    poller.now();
+  }
+
+  async function refresh() {
+    const packages = await api.list("packages", { sortKey: "committed_at" });
+    errors.clear();
+    update(list, table([
+      { label: "Name", key: "name", cell: (p) => h("b", {}, p.name) },
+      { label: "File", key: "file", cell: (p) => p.file_name },
+      { label: "Size", key: "size", cell: (p) => fmtBytes(p.size), class: "num" },
+      { label: "Checksum (SHA-256)", key: "checksum", cell: (p) => shortId(p.checksum) },
+      { label: "Helper", key: "helper", cell: (p) => p.helper },
+      { label: "Description", key: "description", cell: (p) => p.description },
+      { label: "Uploaded", key: "uploaded", cell: (p) => fmtTime(p.committed_at) },
+      { label: "State", key: "state", cell: (p) => (p.active ? badge("active")
+        : h("button", { type: "button", class: "small", "data-testid": "activate", onclick: () => activate(p) }, "Activate")) },
+      { label: "", key: "download", cell: (p) => h("a", {
+        href: `/api/v1/packages/download?name=${encodeURIComponent(p.name)}`,
+        onclick: (e) => {
+          e.preventDefault();
+          download(`packages/download?name=${encodeURIComponent(p.name)}`, p.file_name).catch((err) => errors.show(err));
+        },
+      }, "download") },
+    ], packages.result, {
+      testid: "packages",
+      rowAttrs: (p) => ({ dataset: { packageId: p.package_id, active: p.active ? "true" : "false" } }),
+      empty: ["No compute package yet. Make one from your project with ", { code: "scaleout package create --path client" },
+        " and upload it above (or with ", { code: "scaleout package set-active --file package.tgz -n v1" }, ")."],
+    }));
+  }
+
+  poller = every(POLL_MS, refresh, { onError: (err) => errors.show(err) });
+}
