@@ -23,8 +23,35 @@ from scaleout.cli.groups import combiner_group, controller_group, server_group
 
 LOCAL_MODE_WARNING = (
     "Authentication is OFF (local mode): anyone who can reach these ports can use the API and the combiner. "
-    "Keep the server on 127.0.0.1."
+    "Keep the server on 127.0.0.1, or start it with --secure."
 )
+COMBINER_TOKEN_ENV = "SCALEOUT_COMBINER_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: addresses only this machine can reach."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_open_host(host: str, insecure: bool, what: str, fix: str) -> None:
+    """Without authentication, only a loopback address is allowed (unless the user insists)."""
+    if not insecure and not is_loopback(host):
+        raise click.UsageError(f"{what} runs without authentication and may only bind a loopback address, not "
+                               f"{host!r}: anyone who reaches it could use it. {fix}, or pass --insecure if this "
+                               "network is trusted.")
+
+
+def _insecure_option(f: Any) -> Any:
+    return click.option("--insecure", is_flag=True,
+                        help="Allow a non-loopback --host without authentication (trusted networks only).")(f)
 
 
 def _settings(config: str | None, **overrides: Any) -> Any:
@@ -47,6 +74,29 @@ def _config_option(f: Any) -> Any:
                         help="YAML settings file (overridden by SCALEOUT_* variables and by flags).")(f)
 
 
+def _tls_options(f: Any) -> Any:
+    """--tls-cert/--tls-key/--tls-ca-file: the settings tls_cert, tls_key, tls_ca_file (scaleout_server/tls.py)."""
+    f = click.option("--tls-ca-file", default=None, type=click.Path(dir_okay=False),
+                     help="CA bundle (PEM) trusted for this server's own connections to the controller or "
+                          "combiners, e.g. the ca.pem of `scaleout certs create`.  [default: the system store]")(f)
+    f = click.option("--tls-key", default=None, type=click.Path(dir_okay=False),
+                     help="Private key (PEM) of --tls-cert.")(f)
+    return click.option("--tls-cert", default=None, type=click.Path(dir_okay=False),
+                        help="Certificate chain (PEM): serve HTTPS and gRPC over TLS with it (with --tls-key); "
+                             "`scaleout certs create` makes a development pair.")(f)
+
+
+def _check_tls(settings: Any) -> dict[str, str]:
+    """uvicorn's TLS options; a ClickException naming the file when the TLS settings cannot be used."""
+    from scaleout_server.tls import TlsConfigError, server_tls, uvicorn_ssl_options
+
+    try:
+        server_tls(settings)
+        return uvicorn_ssl_options(settings)
+    except TlsConfigError as exc:
+        raise click.ClickException(f"invalid TLS settings: {exc}") from exc
+
+
 def _log_level_option(f: Any) -> Any:
     return click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
                         default="info", show_default=True, help="How much the server logs (to stderr).")(f)
@@ -58,18 +108,38 @@ def configure_logging(level: str) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # store/migration.py logs what changed
 
 
-def _run_controller(settings: Any) -> None:
+def _run_controller(settings: Any, secure: bool = False) -> None:
     import uvicorn
 
     from scaleout_server.controller.app_factory import build_controller_app
+    from scaleout_server.repository.base import RepositoryError
+    from scaleout_server.store.base import StoreError
 
-    app, controller = build_controller_app(settings)
+    ssl_options = _check_tls(settings)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.api_port, log_level="warning")
+        app, controller = build_controller_app(settings, secure=secure)
+    except (StoreError, RepositoryError, ValueError) as exc:  # "run scaleout server migrate", "cannot reach S3"
+        raise click.ClickException(f"cannot start the controller: {exc}") from exc
+    if secure:
+        _announce_admin_token(app.state.auth, settings)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.api_port, log_level="warning", **ssl_options)
     finally:
         controller.close()
+
+
+def _announce_admin_token(authority: Any, settings: Any) -> None:
+    """Write (first start) or keep the admin token file and print its path, never the token."""
+    path, written = authority.ensure_admin_token(settings.data_dir)
+    path = path.resolve()
+    state = "written now" if written else "kept from an earlier start"
+    click.secho(f"Authentication is ON: every API call and RPC needs a token. Admin token: {path} ({state}, "
+                "readable by this user only).", fg="green")
+    click.echo(f'  e.g. scaleout session list -t "$(cat {path})"; '
+               "scaleout token create --role client|combiner|admin makes more")
 
 
 @controller_group.command("start")
@@ -77,19 +147,21 @@ def _run_controller(settings: Any) -> None:
 @click.option("--api-port", type=int, default=None, help="Port of the REST API and UI.  [default: 8092]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the statestore and model repository.  [default: ./scaleout-data]")
+@_tls_options
 @_config_option
 @_log_level_option
 def controller_start(host: str | None, api_port: int | None, data_dir: str | None, config: str | None,
-                     log_level: str) -> None:
+                     log_level: str, **tls: str | None) -> None:
     """Start a stand-alone controller: REST API, UI, sessions and rounds.
 
     Combiners register with it (`scaleout combiner start --controller URL`)."""
     configure_logging(log_level)
-    settings = _settings(config, host=host, api_port=api_port, data_dir=data_dir)
+    settings = _settings(config, host=host, api_port=api_port, data_dir=data_dir, **tls)
     _print_settings("Starting controller with settings:", settings)
-    click.secho(LOCAL_MODE_WARNING, fg="yellow", err=True)
-    click.echo(f"REST API and UI: http://{settings.host}:{settings.api_port}  (OpenAPI at /docs)")
-    _run_controller(settings)
+    from scaleout_server.tls import api_url
+
+    click.echo(f"REST API and UI: {api_url(settings)}  (OpenAPI at /docs)")
+    _run_controller(settings, secure=True)
 
 
 @combiner_group.command("start")
@@ -97,20 +169,34 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
               help="URL of the controller to register with, e.g. http://127.0.0.1:8092.")
 @click.option("--host", default=None, help="Address to bind the combiner's gRPC server to.  [default: 127.0.0.1]")
 @click.option("--port", "combiner_port", type=int, default=None, help="gRPC port.  [default: 12080]")
-@click.option("--name", "combiner_name", default=None, help="Unique combiner name.  [default: combiner]")
+@click.option("--name", "combiner_name", default=None, help="Unique combiner name: letters, digits, dots, dashes, underscores.  [default: combiner]")
 @click.option("--public-hostname", default=None, help="Host clients dial to reach this combiner.  [default: --host]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for in-flight model updates.  [default: ./scaleout-data]")
+@click.option("--token", "combiner_token", default=None,
+              help=f"Combiner token for a secured controller (`scaleout token create --role combiner --name NAME` "
+                   f"there); better passed as ${COMBINER_TOKEN_ENV}, which `ps` does not show.")
+@_insecure_option
+@_tls_options
 @_config_option
 @_log_level_option
 def combiner_start(controller_url: str | None, host: str | None, combiner_port: int | None, combiner_name: str | None,
-                   public_hostname: str | None, data_dir: str | None, config: str | None, log_level: str) -> None:
-    """Start a combiner: clients poll it for tasks and send it their model updates."""
+                   public_hostname: str | None, data_dir: str | None, combiner_token: str | None, insecure: bool,
+                   config: str | None, log_level: str, **tls: str | None) -> None:
+    """Start a combiner: clients poll it for tasks and send it their model updates.
+
+    With a combiner token it joins a secured controller and checks a token on every RPC; without
+    one it can only join a local-mode server (`scaleout server start`) and binds loopback only."""
     configure_logging(log_level)
     settings = _settings(config, controller_url=controller_url, host=host, combiner_port=combiner_port,
-                         combiner_name=combiner_name, public_hostname=public_hostname, data_dir=data_dir)
+                         combiner_name=combiner_name, public_hostname=public_hostname, data_dir=data_dir,
+                         combiner_token=combiner_token, **tls)
+    _check_tls(settings)
     if not settings.controller_url:
         raise click.UsageError("--controller URL is required (or controller_url in --config / SCALEOUT_CONTROLLER_URL)")
+    if not settings.combiner_token:
+        _refuse_open_host(settings.host, insecure, "A combiner without --token",
+                          "Give it a combiner token of a secured controller")
     from scaleout_server.combiner.server import run_combiner
 
     click.echo(f"Combiner {settings.combiner_name!r} on {settings.host}:{settings.combiner_port}, "
@@ -125,19 +211,36 @@ def combiner_start(controller_url: str | None, host: str | None, combiner_port: 
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the SQLite statestore, the model repository and in-flight updates.  "
                    "[default: ./scaleout-data]")
+@click.option("--secure", is_flag=True,
+              help="Require a token on every API call and RPC; an admin token is written into the data folder.")
+@_insecure_option
+@_tls_options
 @_config_option
 @_log_level_option
 def server_start(host: str | None, api_port: int | None, combiner_port: int | None, data_dir: str | None,
-                 config: str | None, log_level: str) -> None:
+                 secure: bool, insecure: bool, config: str | None, log_level: str, **tls: str | None) -> None:
     """Run the whole server on this machine: a controller and one combiner.
 
-    Storage is embedded: SQLite and a local folder under --data-dir; no other services."""
+    Storage is embedded: SQLite and a local folder under --data-dir; no other services. Without
+    --secure authentication is off and the server binds loopback addresses only."""
     configure_logging(log_level)
-    settings = _settings(config, host=host, api_port=api_port, combiner_port=combiner_port, data_dir=data_dir)
+    settings = _settings(config, host=host, api_port=api_port, combiner_port=combiner_port, data_dir=data_dir, **tls)
+    _check_tls(settings)
+    if not secure:
+        _refuse_open_host(settings.host, insecure, "`scaleout server start`", "Add --secure (tokens)")
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     _print_settings("Starting Scaleout Edge server (controller + combiner) with settings:", settings)
-    click.secho(LOCAL_MODE_WARNING, fg="yellow", err=True)
-    api_url = f"http://{settings.host}:{settings.api_port}"
+    child_env = {k: v for k, v in os.environ.items() if k != COMBINER_TOKEN_ENV}
+    if secure:
+        from scaleout_server.auth.authority import local_combiner_token
+
+        # the child's combiner token travels in its environment: not on its command line, not on disk
+        child_env[COMBINER_TOKEN_ENV] = local_combiner_token(settings.data_dir, settings.combiner_name)
+    else:
+        click.secho(LOCAL_MODE_WARNING, fg="yellow", err=True)
+    from scaleout_server.tls import api_url as api_url_of
+
+    api_url = api_url_of(settings)
     combiner_cmd = [
         sys.executable, "-m", "scaleout", "combiner", "start",
         "--controller", api_url, "--host", settings.host, "--port", str(settings.combiner_port),
@@ -145,7 +248,13 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
     ]
     if config:
         combiner_cmd += ["--config", config]
-    combiner = subprocess.Popen(combiner_cmd, preexec_fn=_die_with_parent)
+    if insecure and not secure:
+        combiner_cmd.append("--insecure")
+    for flag, value in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
+                        ("--tls-ca-file", settings.tls_ca_file)):
+        if value:
+            combiner_cmd += [flag, str(value)]
+    combiner = subprocess.Popen(combiner_cmd, preexec_fn=_die_with_parent, env=child_env)
 
     def _stop_combiner(*_: Any) -> None:
         _stopping.set()
@@ -161,9 +270,10 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
     threading.Thread(target=_watch_combiner, args=(combiner,), name="combiner-watch", daemon=True).start()
     click.echo(f"REST API and UI: {api_url}  (OpenAPI at {api_url}/docs)")
     click.echo(f"Combiner (gRPC): {settings.host}:{settings.combiner_port}   data: {Path(settings.data_dir).resolve()}")
-    click.echo(f"Start clients with: scaleout client start --api-url {api_url}")
+    trust = f" --ca-file {settings.tls_ca_file}" if settings.tls_ca_file else ""
+    click.echo(f"Start clients with: scaleout client start --api-url {api_url}{trust}")
     try:
-        _run_controller(settings)
+        _run_controller(settings, secure=secure)
     except KeyboardInterrupt:
         pass
     finally:
@@ -172,6 +282,37 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
         click.echo("Server stopped.")
     if _combiner_failed.is_set():
         sys.exit(1)
+
+
+@server_group.command("migrate")
+@click.option("--store-url", default=None,
+              help="Statestore to upgrade, e.g. postgresql+psycopg://user:password@host:5432/scaleout.  "
+                   "[default: the store_url setting, else the SQLite file in --data-dir]")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the default SQLite statestore.  [default: ./scaleout-data]")
+@_config_option
+def server_migrate(store_url: str | None, data_dir: str | None, config: str | None) -> None:
+    """Upgrade the statestore schema to the newest revision of this version.
+
+    The server refuses to start on a database with an older schema: back the database up, then run
+    this once with the same settings. An empty database gets the whole schema."""
+    settings = _settings(config, store_url=store_url, data_dir=data_dir)
+    from scaleout_server.store.base import StoreError
+    from scaleout_server.store.engine import safe_url
+    from scaleout_server.store.migration import revision_summary, upgrade
+
+    url = settings.resolved_store_url()
+    try:
+        click.echo(f"Statestore: {safe_url(url)}")
+        result = upgrade(url)
+    except (StoreError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Schema revision before: {result.before or '(empty database)'}")
+    for revision in result.applied:
+        click.echo(f"  applied {revision}: {revision_summary(revision)}")
+    if not result.applied:
+        click.echo("Already at the newest revision; nothing to do.")
+    click.echo(f"Schema revision now:    {result.after}")
 
 
 def _watch_combiner(combiner: subprocess.Popen[bytes]) -> None:

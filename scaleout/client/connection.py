@@ -119,7 +119,7 @@ def classify(error: grpc.RpcError) -> str:
     """Map a gRPC error to RECONNECT, RETRY, REAUTH or FATAL."""
     code = error.code() if hasattr(error, "code") else None
     if code == grpc.StatusCode.UNAVAILABLE:
-        return RECONNECT
+        return FATAL if _tls_problem(error) else RECONNECT  # an untrusted certificate stays untrusted
     if code == grpc.StatusCode.UNKNOWN and "Stream removed" in (error.details() or ""):
         return RECONNECT
     if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -132,8 +132,22 @@ def classify(error: grpc.RpcError) -> str:
 def describe(error: BaseException) -> str:
     """`UNAVAILABLE: failed to connect to all addresses` rather than grpc's multi-line repr."""
     if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
+        problem = _tls_problem(error)
+        if problem:
+            return (f"cannot connect to the combiner over TLS: {problem}. Pass the CA file that signed its "
+                    "certificate with --ca-file (or SCALEOUT_CA_FILE / SCALEOUT_GRPC_ROOT_CERT_PATH) "
+                    f"[{error.code().name}: {error.details()}]")
         return f"{error.code().name}: {error.details()}"
     return f"{type(error).__name__}: {error}"
+
+
+def _tls_problem(error: grpc.RpcError) -> str | None:
+    from scaleout.client.tls import grpc_tls_problem
+
+    try:
+        return grpc_tls_problem(error.details())
+    except Exception:  # an RpcError without details()
+        return None
 
 
 class Connection:
@@ -155,14 +169,13 @@ class Connection:
     def _make_channel(self) -> grpc.Channel:
         if not self.target.secure:
             return grpc.insecure_channel(self.target.address, options=CHANNEL_OPTIONS)
-        root = None
-        if self.target.root_cert_path:
-            try:
-                with open(self.target.root_cert_path, "rb") as fh:
-                    root = fh.read()
-            except OSError as exc:
-                raise CombinerError(f"cannot read the TLS root certificate {self.target.root_cert_path} "
-                                    f"(SCALEOUT_GRPC_ROOT_CERT_PATH): {exc.strerror or exc}") from exc
+        from scaleout.client.tls import grpc_root_certificates
+
+        try:
+            root = grpc_root_certificates(self.target.root_cert_path)  # the given CA, else the system store
+        except OSError as exc:
+            raise CombinerError(f"cannot read the TLS root certificate {self.target.root_cert_path} "
+                                f"(--ca-file / SCALEOUT_GRPC_ROOT_CERT_PATH): {exc.strerror or exc}") from exc
         creds = grpc.ssl_channel_credentials(root_certificates=root)
         return grpc.secure_channel(self.target.address, creds, options=CHANNEL_OPTIONS)
 
@@ -198,6 +211,30 @@ class Connection:
         timer.daemon = True
         timer.start()
         logger.debug("rebuilt gRPC channel to %s (generation %d)", self.target.address, self._generation)
+
+    def retarget(self, target: GrpcTarget) -> None:
+        """Dial another combiner from now on (the controller assigned one after ours was lost).
+
+        Every thread picks the new channel up with its next call. The old combiner was given up on,
+        so calls still waiting on it (an upload into a dead link would wait for TCP to time out)
+        are cancelled now: their retry loops carry on with the new channel."""
+        with self._lock:
+            if self._closed:
+                return
+            old, previous = self._channel, self.target
+            self.target = target
+            try:
+                self._channel = self._make_channel()
+            except BaseException:
+                self.target = previous
+                raise
+            self._combiner = pb_grpc.CombinerClientStub(self._channel)
+            self._models = pb_grpc.ModelServiceStub(self._channel)
+            self._generation += 1
+            retired, self._retired = [old, *self._retired], []
+        for channel in retired:
+            channel.close()
+        logger.info("now dialling combiner %s (was %s)", target.address, previous.address)
 
     def _close_retired(self, channel: grpc.Channel) -> None:
         with self._lock:
@@ -325,7 +362,12 @@ class Connection:
 
         def attempt() -> None:
             md = self.metadata((MD_MODEL_ID, str(model.model_id)), (MD_CHECKSUM, model.checksum))
-            self._models.Upload(model.get_filechunk_stream(CHUNK_SIZE), metadata=md)
+            try:
+                self._models.Upload(model.get_filechunk_stream(CHUNK_SIZE), metadata=md)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # a size limit: sending again cannot help
+                    raise CombinerError(f"the combiner refused model {model.model_id}: {describe(exc)}") from exc
+                raise
 
         self.retry(attempt, what=f"Upload of model {model.model_id}", stop=stop)
 

@@ -2,7 +2,9 @@
 
 Order: token exchange -> POST /clients/add -> compute package -> gRPC channel + VersionCheck ->
 the project's startup(client) -> Connect -> heartbeat, telemetry and poll loops -> (signal) ->
-abort tasks, final report, Disconnect.
+abort tasks, final report, Disconnect. While running, a combiner unreachable for longer than
+`failover_after` seconds makes the client register again and move to the combiner the controller
+assigns (failover.py).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import grpc
 import psutil
+import requests
 
 from scaleout.client.connection import (
     RECONNECT,
@@ -34,6 +38,7 @@ from scaleout.client.connection import (
     describe,
 )
 from scaleout.client.edge_client import EdgeClient
+from scaleout.client.failover import Failover, failover_after_from_env
 from scaleout.client.package_sync import PackageSource, PackageSync, SyncingTaskExecutor
 from scaleout.client.registration import (
     WIRE_CLIENT_VERSION,
@@ -46,6 +51,7 @@ from scaleout.client.registration import (
 )
 from scaleout.client.task_receiver import DEFAULT_POLL_TIMEOUT, TaskReceiver
 from scaleout.client.tasks import TaskExecutor, now_timestamp
+from scaleout.client.tls import ClientTrust
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.protocol import AnnounceType
 
@@ -54,6 +60,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 2.0
 TELEMETRY_INTERVAL = 5.0
 SHUTDOWN_TASK_GRACE = 3.0
+REREGISTER_WINDOW = 20.0  # failover: how long to retry an unreachable controller before trying again later
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -76,6 +83,11 @@ class ClientConfig:
     dispatcher: bool = False  # legacy mode: run scaleout.yaml's train/validate/predict commands (client/dispatcher.py)
     managed_env: bool = False  # install python_env.yaml into the active venv at start and per new package
     max_package_bytes: int | None = None  # download/unpacked size limit for remote packages (None: the default)
+    ca_file: str | None = None  # CA (PEM) trusted for the controller's HTTPS and the combiner's TLS; client/tls.py
+    package_public_key: str | None = None  # Ed25519 public key (PEM): run only packages signed for it
+    # seconds the combiner may stay unreachable before the client registers again and is moved to another
+    # combiner; 0 never moves. None: SCALEOUT_FAILOVER_AFTER, else failover.DEFAULT_FAILOVER_AFTER
+    failover_after: float | None = None
 
 
 def decide_tls(grpc_secure: bool | None, env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -100,6 +112,8 @@ class ClientRuntime:
         self.stop_reason = ""
         self.api_url = ""
         self.token: TokenManager | None = None
+        self.trust = ClientTrust()
+        self.http: requests.Session = self.trust.session()
         self.assignment: Assignment | None = None
         self.connection: Connection | None = None
         self.outbox: Outbox | None = None
@@ -107,6 +121,8 @@ class ClientRuntime:
         self.started = threading.Event()
         self._threads: list[threading.Thread] = []
         self.package_sync: PackageSync | None = None  # remote packages: switches to a newly activated one
+        self.failover: Failover | None = None
+        self._registration_body: dict[str, Any] = {}
 
     # -- control ------------------------------------------------------------------------------
     def stop(self, reason: str = "Aborted by client") -> None:
@@ -138,9 +154,13 @@ class ClientRuntime:
             _require_virtualenv()  # before registering: the fix is local and needs no server
         client_id = cfg.client_id or str(uuid.uuid4())
         name = cfg.name or f"client-{client_id[:8]}"
+        self.trust = ClientTrust.resolve(cfg.ca_file)
+        self.http = self.trust.session()
+        if cfg.package_public_key:
+            _check_public_key(cfg.package_public_key)
 
         if cfg.token:
-            self.token = TokenManager(self.api_url, cfg.token)
+            self.token = TokenManager(self.api_url, cfg.token, session=self.http)
             try:
                 self.token.access_token()
             except RegistrationError as exc:
@@ -148,17 +168,21 @@ class ClientRuntime:
 
         body = {"name": name, "client_id": client_id, "preferred_combiner": cfg.preferred_combiner or None,
                 "package": "local" if cfg.local_package else "remote", "client_version": WIRE_CLIENT_VERSION}
-        self.assignment = register_client(self.api_url, body, token=self.token, stop=self.stop_event)
+        failover_after = cfg.failover_after if cfg.failover_after is not None else failover_after_from_env()
+        self.assignment = register_client(self.api_url, body, token=self.token, stop=self.stop_event,
+                                          session=self.http)
         client_id = self.assignment.client_id
+        self._registration_body = {**body, "client_id": client_id}
         project = self._load_project()
 
-        target = GrpcTarget(host=self.assignment.host, port=self.assignment.port,
-                            secure=decide_tls(self.assignment.grpc_secure),
-                            root_cert_path=os.environ.get("SCALEOUT_GRPC_ROOT_CERT_PATH") or None)
+        target_for = partial(grpc_target, root_cert_path=self.trust.grpc_root_cert_path())
+        target = target_for(self.assignment)
         try:
             self.connection = Connection(target, ClientIdentity(client_id, name), credentials=self.token)
         except CombinerError as exc:
             raise RegistrationError(str(exc)) from exc
+        self.failover = Failover(self.connection, self._register_again, target_for, after=failover_after,
+                                 on_switch=self._moved)
         self._version_check()
         self.outbox = Outbox(self.connection)
         self.edge_client._attach(client_id, name, self.outbox)
@@ -185,7 +209,8 @@ class ClientRuntime:
 
         cfg = self.config
         source = PackageSource(self.api_url, cfg.workdir, name=cfg.package_name, token=self.token,
-                               max_bytes=cfg.max_package_bytes, managed_env=cfg.managed_env)
+                               max_bytes=cfg.max_package_bytes, managed_env=cfg.managed_env, session=self.http,
+                               public_key=cfg.package_public_key)
         try:
             if cfg.local_package:
                 return source.prepare(find_project_dir(cfg.workdir))
@@ -279,6 +304,8 @@ class ClientRuntime:
                     if self.receiver is not None:
                         self.receiver.wake()  # poll now instead of at the end of its back-off
                 failing = False
+                if self.failover is not None:
+                    self.failover.succeeded()
             except Exception as exc:
                 if not failing:
                     logger.warning("heartbeat failed: %s", describe(exc))
@@ -286,7 +313,26 @@ class ClientRuntime:
                 if isinstance(exc, grpc.RpcError) and classify(exc) == RECONNECT:
                     # a fresh channel dials at once; grpc's own reconnect back-off grows to seconds
                     self.connection.reconnect(generation)
+                if self.failover is not None and not self.stop_event.is_set() and self.failover.failed():
+                    continue  # beat at once on the new combiner
             self.stop_event.wait(interval)
+
+    def _register_again(self) -> Assignment:
+        """`/clients/add` once more with our identity (failover); gives up sooner than at start."""
+        return register_client(self.api_url, self._registration_body, token=self.token, stop=self.stop_event,
+                               unreachable_window=REREGISTER_WINDOW, session=self.http)
+
+    def _moved(self, assignment: Assignment) -> None:
+        """After failover: say Connect to the new combiner and poll it at once."""
+        self.assignment = assignment
+        assert self.connection is not None
+        request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id, type=AnnounceType.CONNECT)
+        try:
+            self.connection.unary("Announce", request, timeout=5.0)
+        except Exception as exc:  # the combiner accepts clients that never announced; polls carry on
+            logger.info("Connect not delivered to the new combiner: %s", describe(exc))
+        if self.receiver is not None:
+            self.receiver.wake()
 
     def _telemetry_loop(self) -> None:
         assert self.connection is not None
@@ -337,6 +383,23 @@ class ClientRuntime:
             thread.join(timeout=1.0)
         if self.connection is not None:
             self.connection.close()
+
+
+def grpc_target(assignment: Assignment, root_cert_path: str | None = None) -> GrpcTarget:
+    """The combiner the controller assigned, with TLS as it (or SCALEOUT_GRPC_SECURE) says; TLS trusts
+    `root_cert_path` (default SCALEOUT_GRPC_ROOT_CERT_PATH), else the system store."""
+    return GrpcTarget(host=assignment.host, port=assignment.port, secure=decide_tls(assignment.grpc_secure),
+                      root_cert_path=root_cert_path or os.environ.get("SCALEOUT_GRPC_ROOT_CERT_PATH") or None)
+
+
+def _check_public_key(path: str) -> None:
+    """A wrong --package-public-key is reported at start, not at the first package."""
+    from scaleoututil.signing import SigningError, load_public_key
+
+    try:
+        load_public_key(path)
+    except SigningError as exc:
+        raise RegistrationError(f"--package-public-key: {exc}") from exc
 
 
 def _require_virtualenv() -> None:

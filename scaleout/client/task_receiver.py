@@ -198,8 +198,9 @@ class TaskReceiver:
             backoff.reset()
             reauthed = False
             self._forget(done_ids)
-            self._handle(directive)
-            if not directive.tasks:
+            if not self._handle(directive):
+                # nothing new to run (at most status updates for held tasks, e.g. "stop that task" repeated
+                # by a combiner that does not know it): pace, or a task slow to stop would make us spin
                 self._pace(started, seen)
 
     def _sleep(self, delay: float) -> None:
@@ -229,7 +230,9 @@ class TaskReceiver:
                 self._threads.pop(correlation_id, None)
                 self._forgotten.append(correlation_id)
 
-    def _handle(self, directive: pb.CombinerDirective) -> None:
+    def _handle(self, directive: pb.CombinerDirective) -> int:
+        """Apply status updates to held tasks and start new ones; returns how many were started."""
+        started = 0
         for request in directive.tasks:
             correlation_id = request.correlation_id
             if not correlation_id:
@@ -250,6 +253,8 @@ class TaskReceiver:
                 logger.info("not starting task %s (%s): the client is stopping", correlation_id, request.type)
                 continue
             self._start(request)
+            started += 1
+        return started
 
     def _status_update(self, task: Task, status: str) -> None:
         reason = _ABORT_REASONS.get(status)

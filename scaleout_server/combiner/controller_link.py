@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from scaleout_server.store import codec
 log = logging.getLogger(__name__)
 
 QUIET_REGISTRATION_SECONDS = 10.0
+TOKEN_HINT = ("a secured controller needs a combiner token: create one there with `scaleout token create --role "
+              "combiner --name <combiner name>` and pass it with --token (or SCALEOUT_COMBINER_TOKEN)")
 
 BATCH_INTERVAL = 0.2  # seconds between deliveries
 BATCH_MAX = 500  # events per request
@@ -171,13 +174,19 @@ class ControllerLink(EventLink):
     """Registers at `POST {url}/api/v1/combiners/` and posts batches to `.../{combiner_id}/events`."""
 
     def __init__(self, controller_url: str, *, client: httpx.AsyncClient | None = None,
-                 register_timeout: float | None = None, **kwargs: Any) -> None:
+                 register_timeout: float | None = None, verify: ssl.SSLContext | bool = True,
+                 grpc_secure: bool = False,
+                 token: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not controller_url:
             raise ValueError("a combiner needs the controller's URL: set controller_url "
                              "(--controller-url or SCALEOUT_CONTROLLER_URL), e.g. http://127.0.0.1:8092")
         self.url = controller_url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        # verify: the CA file that signed an HTTPS controller's certificate (tls_ca_file), True for the defaults
+        self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=verify)
+        self.grpc_secure = grpc_secure  # registered, so the controller tells clients to dial us with TLS
+        # a combiner token for a secured controller (never logged)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._register_timeout = register_timeout
         self._registration: dict[str, Any] | None = None
         self._identity: tuple[str, str, int, str] | None = None
@@ -195,7 +204,9 @@ class ControllerLink(EventLink):
     async def _register(self) -> dict[str, Any]:
         assert self._identity is not None
         name, host, port, public_hostname = self._identity
-        body = {"name": name, "host": host, "port": port, "public_hostname": public_hostname}
+        body: dict[str, Any] = {"name": name, "host": host, "port": port, "public_hostname": public_hostname}
+        if self.grpc_secure:  # absent means plaintext, so the body of a plaintext combiner stays as it was
+            body["grpc_secure"] = True
         url = f"{self.url}/api/v1/combiners/"
         delay = 0.5
         started = time.monotonic()
@@ -203,8 +214,12 @@ class ControllerLink(EventLink):
         while True:
             attempt += 1
             try:
-                resp = await self._client.post(url, json=body)
+                resp = await self._client.post(url, json=body, headers=self._headers)
             except httpx.HTTPError as exc:
+                if _untrusted_certificate(exc):
+                    raise RuntimeError(f"the controller's TLS certificate at {self.url} is not trusted ({exc}); set "
+                                       "tls_ca_file (--tls-ca-file / SCALEOUT_TLS_CA_FILE) to the CA file that "
+                                       "signed it") from exc
                 problem = f"not reachable ({type(exc).__name__}: {exc})"
             else:
                 if resp.status_code < 300:
@@ -220,8 +235,9 @@ class ControllerLink(EventLink):
                 if resp.status_code in (408, 429) or resp.status_code >= 500:
                     problem = f"answered {resp.status_code}"
                 else:
+                    hint = TOKEN_HINT if resp.status_code in (401, 403) else "check controller_url"
                     raise RuntimeError(f"controller at {self.url} refused the combiner registration "
-                                       f"({resp.status_code}): {resp.text[:500]}; check controller_url")
+                                       f"({resp.status_code}): {resp.text[:500]}; {hint}")
             if self._register_timeout is not None and time.monotonic() - started > self._register_timeout:
                 raise RuntimeError(f"controller at {self.url} {problem}; gave up registering after "
                                    f"{attempt} attempts")
@@ -236,7 +252,7 @@ class ControllerLink(EventLink):
         if self.combiner_id is None:
             raise RuntimeError("not registered with the controller yet")
         resp = await self._client.post(f"{self.url}/api/v1/combiners/{self.combiner_id}/events",
-                                       json={"events": events})
+                                       json={"events": events}, headers=self._headers)
         if resp.status_code == 404 and self._identity is not None:
             # the controller forgot us (e.g. a fresh store): register again, then retry the batch
             log.warning("controller does not know combiner %s any more; registering again", self.combiner_id)
@@ -248,8 +264,26 @@ class ControllerLink(EventLink):
             return
         resp.raise_for_status()
 
+    async def fetch_revoked(self) -> list[str]:
+        """Ids of revoked tokens (a secured controller's list, for this combiner's token checks)."""
+        resp = await self._client.get(f"{self.url}/api/v1/auth/revoked", headers=self._headers)
+        resp.raise_for_status()
+        return [str(token_id) for token_id in resp.json().get("revoked", [])]
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """A certificate verification failure somewhere in the exception chain: retrying cannot fix it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class CallbackLink(EventLink):

@@ -19,14 +19,20 @@ from typing import Any
 
 import grpc
 
+from scaleout_server.auth.grpc_gate import AuthInterceptor, GateMode, GrpcGate
+from scaleout_server.auth.revocation_sync import sync_revocations
 from scaleout_server.combiner.client_manager import ClientManager
 from scaleout_server.combiner.client_service import CombinerClientService
 from scaleout_server.combiner.control_service import ControlService
 from scaleout_server.combiner.controller_link import ControllerLink, EventLink
+from scaleout_server.combiner.limits import RateLimitInterceptor
+from scaleout_server.combiner.malformed import MalformedRequestInterceptor
 from scaleout_server.combiner.model_service import ModelService
 from scaleout_server.combiner.rounds import Rounds, RoundState
+from scaleout_server.ratelimit import RateLimiter
 from scaleout_server.repository.base import ModelRepository
 from scaleout_server.settings import ServerSettings
+from scaleout_server.tls import grpc_server_credentials, http_verify, server_tls, tls_enabled
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,13 @@ GRPC_OPTIONS = [
 LOAD_INTERVAL = 2.0
 SWEEP_INTERVAL = 1.0
 ORPHAN_UPLOAD_AGE = 6 * 3600.0  # uploads never claimed by a ModelUpdate are deleted after this
+MESSAGE_OVERHEAD = 1024 * 1024  # room above max_chunk_bytes, so an oversized chunk gets our message, not gRPC's
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """GRPC_OPTIONS with the receive limit raised to fit a chunk of `max_chunk_bytes` (never below 8 MiB)."""
+    limit = max(8 * 1024 * 1024, settings.max_chunk_bytes + MESSAGE_OVERHEAD)
+    return [(k, limit if k == "grpc.max_receive_message_length" else v) for k, v in GRPC_OPTIONS]
 
 
 def updates_dir_for(settings: ServerSettings) -> Path:
@@ -59,10 +72,16 @@ class CombinerServer:
 
     def __init__(self, settings: ServerSettings, *, repository: ModelRepository | None = None,
                  link: EventLink | None = None, control_token: str | None = None,
-                 update_grace: float | None = None) -> None:
+                 update_grace: float | None = None, auth: GrpcGate | None = None) -> None:
         self.settings = settings
         self.repository = repository
-        self.link = link if link is not None else ControllerLink(settings.controller_url)
+        self.tls = server_tls(settings)  # TlsConfigError now rather than at the first handshake
+        self.link = link if link is not None else ControllerLink(settings.controller_url, verify=http_verify(settings),
+                                                                 grpc_secure=tls_enabled(settings),
+                                                                 token=settings.combiner_token or None)
+        # token checks on every RPC: set by the controller's registration reply (tests pass a gate)
+        self.auth = auth if auth is not None else (
+            GrpcGate.pending() if isinstance(self.link, ControllerLink) else GrpcGate.off())
         self.control_token = control_token
         self.updates_dir = updates_dir_for(settings)
         self.port = 0
@@ -71,7 +90,8 @@ class CombinerServer:
         self.rounds = Rounds(self.clients, repository, self.link, self.updates_dir)  # type: ignore[arg-type]
         if update_grace is not None:
             self.rounds.update_grace = update_grace
-        self.model_service = ModelService(repository, self.updates_dir, settings.max_upload_bytes)  # type: ignore[arg-type]
+        self.model_service = ModelService(repository, self.updates_dir, settings.max_model_bytes,  # type: ignore[arg-type]
+                                          settings.max_chunk_bytes)
         self.control_service = ControlService(self.clients, self.rounds, control_token)
         self._server: grpc.aio.Server | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -80,14 +100,19 @@ class CombinerServer:
     async def start(self) -> int:
         settings = self.settings
         self._prepare_work_dir()
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        limiter = RateLimiter(settings.client_rate_limit, settings.client_rate_burst)
+        server = grpc.aio.server(options=grpc_options(settings), interceptors=[
+            AuthInterceptor(self.auth), RateLimitInterceptor(limiter), MalformedRequestInterceptor()])
         pb_grpc.add_CombinerClientServicer_to_server(CombinerClientService(self.clients, self.rounds, self.link),
                                                      server)
         pb_grpc.add_ModelServiceServicer_to_server(self.model_service, server)
         pb_grpc.add_ControlServicer_to_server(self.control_service, server)
         address = f"{settings.host}:{settings.combiner_port}"
         try:
-            self.port = server.add_insecure_port(address)
+            if self.tls is not None:
+                self.port = server.add_secure_port(address, grpc_server_credentials(self.tls))
+            else:
+                self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise RuntimeError(f"combiner cannot listen on {address}: {exc}; is the port in use?") from exc
         if not self.port:
@@ -95,8 +120,8 @@ class CombinerServer:
         await server.start()
         self._server = server
         public = public_hostname_for(settings)
-        log.info("combiner %r serving gRPC on %s:%d (clients dial %s:%d)", settings.combiner_name, settings.host,
-                 self.port, public, self.port)
+        log.info("combiner %r serving gRPC%s on %s:%d (clients dial %s:%d)", settings.combiner_name,
+                 " over TLS" if self.tls else "", settings.host, self.port, public, self.port)
         try:
             description = await self.link.connect(settings.combiner_name, settings.host, self.port, public)
             if self.repository is None:
@@ -104,11 +129,14 @@ class CombinerServer:
                     raise ValueError("no model repository: pass one, or register with a controller that names it")
                 from scaleout_server.repository.factory import make_repository
 
-                self.repository = make_repository(description)
+                # the controller's description carries no secrets: S3 credentials come from our own settings
+                self.repository = make_repository(description, settings)
                 log.info("model repository: %s", description)
             if isinstance(self.link, ControllerLink) and self.control_token is None:
                 token = (self.link.registration or {}).get("control_token")
                 self.control_service.control_token = token or None
+            if isinstance(self.link, ControllerLink):
+                self._configure_auth(self.link.registration or {})
         except BaseException:
             await server.stop(0)
             raise
@@ -117,7 +145,22 @@ class CombinerServer:
         self.link.start()
         self._background = [asyncio.create_task(self._report_load(), name="combiner-load"),
                             asyncio.create_task(self._sweep(), name="combiner-sweep")]
+        if self.auth.mode is GateMode.ON and isinstance(self.link, ControllerLink):
+            self._background.append(asyncio.create_task(sync_revocations(self.auth, self.link.fetch_revoked),
+                                                        name="combiner-revocations"))
         return self.port
+
+    def _configure_auth(self, registration: dict[str, Any]) -> None:
+        """Tokens on or off, as the controller says; a combiner given a token refuses to run open."""
+        self.auth.configure(registration.get("auth"))
+        if self.auth.mode is GateMode.ON:
+            log.info("token checks on: every RPC needs a valid token of the right role")
+        elif self.settings.combiner_token:
+            raise RuntimeError(f"the controller at {self.settings.controller_url} runs without authentication "
+                               "(local mode), but this combiner was given a token: start the controller secured "
+                               "(scaleout controller start, or scaleout server start --secure)")
+        else:
+            log.warning("token checks off: the controller runs in local mode (no authentication)")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Answer waiting polls, let running calls finish for up to `grace` seconds, deliver queued events."""

@@ -3,6 +3,11 @@ few questions the controller asks all of them at once (who is connected, abort t
 
 A combiner counts as "heard from" when it registers, sends events, or answers a Control call;
 one that stays silent for `OFFLINE_AFTER` seconds is marked offline and left out of new work.
+Two things mark one offline sooner: a round losing its connection to it (`mark_offline`), and
+a failed probe when a client is about to be assigned to it while it has been quiet for
+`FRESH_FOR` seconds (combiners report their load every 2 s, so a live one is never that quiet).
+The Control channels send keepalive pings, so a combiner whose host or link disappears fails
+its running calls within about `KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS` instead of hanging them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import grpc
 from scaleout_server.errors import NotFoundError
 from scaleout_server.store import records as r
 from scaleout_server.store.base import ListQuery, Store
+from scaleout_server.tls import control_channel
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 
@@ -29,7 +35,16 @@ PROBE_AFTER = 10.0  # a combiner silent this long is asked ListActiveClients to 
 PROBE_TIMEOUT = 2.0
 LIST_TIMEOUT = 5.0
 ABORT_TIMEOUT = 5.0
+FRESH_FOR = 6.0  # a combiner heard from this recently is assigned clients without a probe
 WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+KEEPALIVE_MS = 10_000  # combiners accept pings every 5 s (combiner/server.py GRPC_OPTIONS)
+KEEPALIVE_TIMEOUT_MS = 5_000
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # RunRound sends no data for minutes: keep pinging anyway
+]
 
 
 @dataclass(frozen=True)
@@ -49,17 +64,34 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment
 
 
-def dial_address(host: str, port: int) -> str:
-    """Where to reach a combiner; a wildcard bind address means "this machine"."""
-    host = "127.0.0.1" if host in WILDCARD_HOSTS else host
+def dial_address(host: str, port: int, public_hostname: str | None = None) -> str:
+    """Where to reach a combiner. A wildcard bind address (a container, a multi-homed host) says
+    nothing about where it is: its public hostname does, else it means "this machine"."""
+    if host in WILDCARD_HOSTS:
+        host = public_hostname or "127.0.0.1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
 
 
+def combiner_address(combiner: r.CombinerRecord) -> str:
+    return dial_address(combiner.host, combiner.port, combiner.public_hostname)
+
+
+def lost_connection(error: BaseException) -> bool:
+    """A Control call failed because the combiner (its process, host or link) is gone, rather than
+    because it refused or timed out the work."""
+    if not isinstance(error, grpc.RpcError) or not hasattr(error, "code"):
+        return False
+    code = error.code()
+    details = (error.details() or "") if hasattr(error, "details") else ""
+    return code == grpc.StatusCode.UNAVAILABLE or (code == grpc.StatusCode.UNKNOWN and "Stream removed" in details)
+
+
 class CombinerRegistry:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tls_ca_file: str = "") -> None:
         self.store = store
+        self.tls_ca_file = tls_ca_file  # CA trusted for combiners that serve TLS (settings.tls_ca_file)
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[str, grpc.Channel]] = {}
         self._last_probe: dict[str, float] = {}
@@ -79,7 +111,7 @@ class CombinerRegistry:
                 combiner_id=r.new_id(), name=name, host=host, port=int(port), public_hostname=public_hostname,
                 status="online", last_seen=now))
         self.invalidate(record.combiner_id)
-        log.info("combiner %s (%s) registered at %s", name, record.combiner_id, dial_address(host, int(port)))
+        log.info("combiner %s (%s) registered at %s", name, record.combiner_id, combiner_address(record))
         return record
 
     def get(self, combiner_id: str) -> r.CombinerRecord:
@@ -121,23 +153,51 @@ class CombinerRegistry:
         except NotFoundError:
             log.info("combiner %s answered but is no longer registered", combiner_id)
 
-    def least_loaded(self) -> r.CombinerRecord | None:
-        """The online combiner with the fewest online clients (ties: by name)."""
-        candidates = self.online()
-        if not candidates:
-            return None
-        return min(candidates, key=lambda c: (self.store.clients.count({"combiner_id": c.combiner_id,
-                                                                         "status": "online"}), c.name))
+    def least_loaded(self, probe: bool = True) -> r.CombinerRecord | None:
+        """The online combiner with the fewest online clients (ties: by name) that is alive: heard
+        from within `FRESH_FOR` seconds, or answering a probe now (one that does not is marked
+        offline and the next candidate is tried). The count comes from the store, not the combiners'
+        reported load, because it grows with each assignment: a burst of registrations spreads."""
+        candidates = sorted(self.online(), key=lambda c: (self.store.clients.count(
+            {"combiner_id": c.combiner_id, "status": "online"}), c.name))
+        for combiner in candidates:
+            if not probe or self.alive(combiner):
+                return combiner
+        return None
+
+    def alive(self, combiner: r.CombinerRecord) -> bool:
+        """Heard from lately, or answers ListActiveClients now; a combiner that does not is marked offline."""
+        last = as_utc(combiner.last_seen)
+        if last is not None and (r.utcnow() - last).total_seconds() < FRESH_FOR:
+            return True
+        answered = self.active_clients([combiner], timeout=PROBE_TIMEOUT)
+        if combiner.combiner_id in answered:
+            self.heard_from(combiner.combiner_id, load=len(answered[combiner.combiner_id]))
+            return True
+        self.mark_offline(combiner.combiner_id, f"it did not answer a probe within {PROBE_TIMEOUT:g}s")
+        return False
+
+    def mark_offline(self, combiner_id: str, reason: str) -> None:
+        """Leave a combiner out of new work at once (it comes back online with its next event or
+        registration). Used when a call lost its connection to it."""
+        current = self.store.combiners.get(combiner_id)
+        if current is None or current.status != "online":
+            return
+        current.status = "offline"
+        self.store.combiners.update(current)
+        self.invalidate(combiner_id)
+        log.warning("combiner %s marked offline: %s", current.name, reason)
 
     # -- channels --------------------------------------------------------------------------
     def stub(self, combiner: r.CombinerRecord) -> pb_grpc.ControlStub:
-        address = dial_address(combiner.host, combiner.port)
+        address = combiner_address(combiner)
         with self._lock:
             cached = self._channels.get(combiner.combiner_id)
             if cached is None or cached[0] != address:
                 if cached is not None:
                     cached[1].close()
-                channel = grpc.insecure_channel(address)
+                channel = control_channel(address, secure=combiner.grpc_secure, ca_file=self.tls_ca_file,
+                                          options=CHANNEL_OPTIONS)
                 self._channels[combiner.combiner_id] = (address, channel)
                 cached = (address, channel)
         return pb_grpc.ControlStub(cached[1])

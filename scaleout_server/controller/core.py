@@ -30,6 +30,7 @@ from scaleout_server.controller.session_config import (
     parse_positive_float,
     validate_session_config,
 )
+from scaleout_server.controller.session_modes import make_runner
 from scaleout_server.controller.sessions import ABORT_GRACE, SessionRunner
 from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher
 from scaleout_server.errors import Conflict, InvalidInput, NotFoundError, Unavailable
@@ -64,9 +65,10 @@ class Controller:
         self.settings = settings
         self.store = store
         self.repository = repository
-        self.registry = CombinerRegistry(store)
+        self.registry = CombinerRegistry(store, tls_ca_file=settings.tls_ca_file)
         self.dispatcher = TaskDispatcher(self.registry)
         self._lock = threading.RLock()
+        self._assign_lock = threading.Lock()  # one assignment at a time: a burst of clients spreads evenly
         self._runner: SessionRunner | None = None
         self._closing = threading.Event()
         self._liveness: threading.Thread | None = None
@@ -254,6 +256,10 @@ class Controller:
         client_id = data["client_id"]
         record = self.store.clients.get(client_id) or r.ClientRecord(client_id=client_id,
                                                                      name=default_client_name(client_id))
+        if data["status"] == "offline" and record.combiner_id not in (None, "", combiner_id):
+            # the client has moved to another combiner: this one only noticed that it left (possibly late,
+            # after a network partition); its record belongs to the new combiner now
+            return record
         record.name = data.get("name") or record.name
         record.status = data["status"]
         record.combiner_id = combiner_id
@@ -265,38 +271,51 @@ class Controller:
     # -- clients ---------------------------------------------------------------------------
     def add_client(self, client_id: str | None, name: str | None, preferred_combiner: str | None,
                    package: str, client_version: str | None, ip: str | None) -> tuple[r.ClientRecord, r.CombinerRecord]:
-        """Register (or re-register) a client and assign it a combiner: the preferred one when it
-        exists and is online, else the one with the fewest online clients."""
-        combiner = None
-        if preferred_combiner:
-            combiner = self.registry.find(preferred_combiner)
-            if combiner is not None and combiner.status != "online":
-                log.info("preferred combiner %s is offline; assigning another", preferred_combiner)
-                combiner = None
-        combiner = combiner or self.registry.least_loaded()
-        if combiner is None:
-            raise Unavailable(NO_COMBINER)
-        client_id = client_id or r.new_id()
-        record = self.store.clients.get(client_id) or r.ClientRecord(client_id=client_id, name="")
-        record.name = name or record.name or default_client_name(client_id)
-        record.combiner_id = combiner.combiner_id
-        record.status = "online"
-        record.last_seen = r.utcnow()
-        record.package = package or record.package
-        record.client_version = client_version
-        record.preferred_combiner = preferred_combiner
-        record.ip = ip or record.ip
+        """Register (or re-register) a client and assign it a combiner: the preferred one (by name
+        or id) when it is online and alive, else the live one with the fewest online clients.
+
+        A preferred combiner this controller never heard of is an InvalidInput (400: a typo must
+        not go unnoticed); one that is offline or unreachable is replaced by the least loaded one,
+        so that clients keep training through a combiner outage (and re-registering clients move)."""
+        with self._assign_lock:
+            combiner = None
+            if preferred_combiner:
+                combiner = self.registry.find(preferred_combiner)
+                if combiner is None:
+                    known = sorted(c.name for c in self.registry.all())
+                    raise InvalidInput(f"preferred combiner {preferred_combiner!r} is not registered with this "
+                                       f"controller (registered: {', '.join(known) or 'none'}); fix the name or start "
+                                       "the client without --preferred-combiner to get the least loaded combiner")
+                if combiner.status != "online" or not self.registry.alive(combiner):
+                    log.warning("preferred combiner %s of client %s is offline; assigning the least loaded one",
+                                preferred_combiner, client_id or name or "(new)")
+                    combiner = None
+            combiner = combiner or self.registry.least_loaded()
+            if combiner is None:
+                raise Unavailable(NO_COMBINER)
+            client_id = client_id or r.new_id()
+            record = self.store.clients.get(client_id) or r.ClientRecord(client_id=client_id, name="")
+            record.name = name or record.name or default_client_name(client_id)
+            record.combiner_id = combiner.combiner_id
+            record.status = "online"
+            record.last_seen = r.utcnow()
+            record.package = package or record.package
+            record.client_version = client_version
+            record.preferred_combiner = preferred_combiner
+            record.ip = ip or record.ip
+            record = self.store.clients.upsert(record)
         hint = plaintext_hint(client_version)
         if hint:
             log.warning("client %s (%s): %s", client_id, record.name, hint)
-        return self.store.clients.upsert(record), combiner
+        return record, combiner
 
     # -- models and packages ---------------------------------------------------------------
     def add_model(self, stream: BinaryIO, helper_type: str, name: str | None = None) -> r.ModelRecord:
         """Store a seed model (raw helper bytes, e.g. NPZ, or a container). Validates that the
         helper can load it (InvalidInput otherwise), wraps it in a container with a new id."""
         helper_type = check_helper(helper_type or "numpyhelper")
-        stored = models.ingest_model(self.repository, stream, helper_type, self.settings.max_upload_bytes)
+        limit, setting = models.model_size_limit(self.settings.max_model_bytes, self.settings.max_upload_bytes)
+        stored = models.ingest_model(self.repository, stream, helper_type, limit, setting)
         record = self.store.models.add(r.ModelRecord(
             model_id=stored.model_id, name=name, helper_type=stored.helper_type, size=stored.size,
             checksum=stored.checksum))
@@ -305,9 +324,9 @@ class Controller:
         return record
 
     def add_package(self, stream: BinaryIO, file_name: str, name: str, description: str,
-                    helper: str) -> r.PackageRecord:
+                    helper: str, signature: str | None = None) -> r.PackageRecord:
         """Store a compute package archive, validate it (a tar.gz/tgz/tar.bz2 with scaleout.yaml),
-        record its SHA-256, and make it the active package."""
+        record its SHA-256 (and its Ed25519 signature, if given), and make it the active package."""
         helper = check_helper(helper or "numpyhelper")
         base = PurePosixPath((file_name or "").replace("\\", "/")).name
         extension = next((ext for ext in PACKAGE_EXTENSIONS if base.lower().endswith(ext)), None)
@@ -315,7 +334,7 @@ class Controller:
             raise InvalidInput(f"package file {file_name!r} must be a {', '.join(PACKAGE_EXTENSIONS)} archive; "
                                "build one with `scaleout package create`")
         with tempfile.TemporaryFile() as tmp:
-            models.copy_limited(stream, tmp, self.settings.max_package_bytes, "the package")
+            models.copy_limited(stream, tmp, self.settings.max_package_bytes, "the package", "max_package_bytes")
             tmp.seek(0)
             check_package_archive(tmp, base)
             tmp.seek(0)
@@ -323,7 +342,7 @@ class Controller:
             size, checksum = self.repository.put("packages", storage_file_name, tmp)
         record = self.store.packages.add(r.PackageRecord(
             package_id=r.new_id(), name=name or base, file_name=base, storage_file_name=storage_file_name,
-            checksum=checksum, size=size, description=description or "", helper=helper))
+            checksum=checksum, size=size, description=description or "", helper=helper, signature=signature))
         log.info("package %s stored as %s (%d bytes)", base, storage_file_name, size)
         return self.store.packages.set_active(record.package_id)
 
@@ -374,8 +393,8 @@ class Controller:
             session.started_at = r.utcnow()
             session.finished_at = None
             session = self.store.sessions.update(session)
-            runner = SessionRunner(self.store, self.repository, self.registry, self.dispatcher, session_id,
-                                   rounds, timeout, on_exit=self._runner_exited)
+            runner = make_runner(self.settings, config, self.store, self.repository, self.registry, self.dispatcher,
+                                 session_id, rounds, timeout, on_exit=self._runner_exited)
             self._runner = runner
             runner.start()
         log.info("session %s: started, %d round(s), round_timeout %gs", session_id, rounds, timeout)

@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from scaleout_server.repository.base import BlobNotFound, ModelRepository
+from scaleout_server.repository.base import BlobNotFound, ModelRepository, check_name
 from scaleoututil.protocol import CHUNK_SIZE
-
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-
-
-def _check_name(what: str, name: str) -> str:
-    # A leading dot is refused too: it keeps keys apart from our temp files and hidden files.
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ValueError(f"invalid {what} {name!r}: use 1-255 letters, digits, '-', '_' or '.', "
-                         "not starting with '.' and without '/' or '..'")
-    return name
 
 
 class LocalRepository(ModelRepository):
@@ -38,7 +27,7 @@ class LocalRepository(ModelRepository):
         return f"LocalRepository({str(self.root)!r})"
 
     def _path(self, namespace: str, key: str) -> Path:
-        return self.root / _check_name("namespace", namespace) / _check_name("key", key)
+        return self.root / check_name("namespace", namespace) / check_name("key", key)
 
     def put(self, namespace: str, key: str, stream: BinaryIO) -> tuple[int, str]:
         target = self._path(namespace, key)

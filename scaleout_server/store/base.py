@@ -12,9 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from scaleout_server.errors import InvalidInput, Unavailable
 from scaleout_server.store import records as r
 
 R = TypeVar("R")
+
+MAX_KEY_CHARS = 512
+"""Longest value of an id or other indexed text field (PostgreSQL cannot index much longer values,
+so every backend refuses them alike)."""
 
 
 class StoreError(Exception):
@@ -34,6 +39,20 @@ class AlreadyExists(StoreError):
 
 class InvalidQuery(StoreError):
     """An unknown filter or sort field; the message names the valid ones."""
+
+
+class InvalidRecord(StoreError, InvalidInput):
+    """A record value no backend can keep the same way (e.g. NaN in a number column, an indexed text
+    longer than `MAX_KEY_CHARS`); refused on every backend so SQLite and PostgreSQL behave alike."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The database cannot be reached (wrong URL, server down, bad credentials); the message says which."""
+
+
+class SchemaMismatch(StoreError):
+    """The database schema is not the one this version uses: run `scaleout server migrate`, or upgrade
+    the software when the database is newer."""
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from scaleout_server.store.base import Store
+from scaleout_server.store.engine import SUPPORTED_SCHEMES, parse_url
 
-SUPPORTED_SCHEMES = ("sqlite", "postgresql")
+__all__ = ["SUPPORTED_SCHEMES", "make_store"]
 
 
 def make_store(url: str) -> Store:
-    """A `Store` for `sqlite:////abs/path.db` (or `sqlite://` in memory) or `postgresql[+driver]://...`."""
-    try:
-        backend = make_url(url).get_backend_name()
-    except ArgumentError:
-        raise ValueError(f"cannot parse statestore URL {url!r}; expected e.g. sqlite:////var/lib/scaleout/store.db "
-                         "or postgresql+psycopg://user:password@host/dbname") from None
-    if backend not in SUPPORTED_SCHEMES:
-        raise ValueError(f"unsupported statestore URL scheme {backend!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
+    """A `Store` for `sqlite:////abs/path.db` (or `sqlite://` in memory) or `postgresql[+psycopg]://...`.
+
+    ValueError for a URL that names no supported database; StoreUnavailable when the database cannot
+    be reached; SchemaMismatch when it needs `scaleout server migrate` first."""
+    parse_url(url)  # the ValueError for bad URLs, before importing the SQL machinery
     from scaleout_server.store.sql import SQLStore
 
     return SQLStore(url)

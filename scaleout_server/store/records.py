@@ -51,6 +51,7 @@ class CombinerRecord:
     last_seen: datetime | None = None
     committed_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    grpc_secure: bool = False  # serves gRPC over TLS: clients are told to dial it with TLS
 
 
 @dataclass
@@ -78,6 +79,7 @@ class PackageRecord:
     helper: str = "numpyhelper"
     active: bool = False
     committed_at: datetime = field(default_factory=utcnow)
+    signature: str | None = None  # base64 Ed25519 signature of the checksum (scaleoututil.signing), if signed
 
 
 @dataclass

@@ -66,6 +66,9 @@ class Deployment:
     combiner_port: int = field(default_factory=free_port)
     procs: list[Proc] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # a secured controller's admin token (read from the file it writes); REST calls, the CLI, combiners
+    # and clients started here then carry tokens
+    admin_token: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -86,14 +89,17 @@ class Deployment:
         return proc
 
     # -- server -------------------------------------------------------------------------
-    def start_server(self, timeout: float = 60) -> Proc:
+    def start_server(self, timeout: float = 60, secure: bool = False, extra: tuple[str, ...] = ()) -> Proc:
         proc = self._spawn("server", scaleout_cmd(
             "server", "start", "--host", "127.0.0.1", "--api-port", str(self.api_port),
-            "--combiner-port", str(self.combiner_port), "--data-dir", str(self.data_dir)), cwd=self.root)
+            "--combiner-port", str(self.combiner_port), "--data-dir", str(self.data_dir),
+            *(("--secure",) if secure else ()), *extra), cwd=self.root)
 
         def ready() -> bool:
             if proc.popen.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{proc.output()}")
+            if secure and not self.admin_token and not self._read_admin_token():
+                return False
             try:
                 return self.get("/api/v1/combiners/")["count"] >= 1
             except (requests.RequestException, ValueError, KeyError):
@@ -107,14 +113,31 @@ class Deployment:
             "controller", "start", "--host", "127.0.0.1", "--api-port", str(self.api_port),
             "--data-dir", str(self.data_dir)), cwd=self.root)
         wait_until(lambda: self._answers("/health", proc), timeout, 0.2, "controller")
+        wait_until(self._read_admin_token, 10, 0.1, "the controller's admin token file")  # always secured
         return proc
+
+    def _read_admin_token(self) -> bool:
+        path = self.data_dir / "auth" / "admin.token"
+        token = path.read_text().strip() if path.exists() else ""
+        self.admin_token = token or self.admin_token
+        return bool(token)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+
+    def create_token(self, role: str, **body: Any) -> str:
+        """A new token of `role` from a secured controller (`name`, `client_id`, `expires` as for the CLI)."""
+        r = self.post("/api/v1/auth/tokens", {"role": role, **body})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
 
     def start_combiner(self, name: str = "combiner", port: int | None = None, timeout: float = 60) -> Proc:
         """A stand-alone combiner registering with this deployment's controller over REST."""
+        env = {"SCALEOUT_COMBINER_TOKEN": self.create_token("combiner", name=name)} if self.admin_token else None
         proc = self._spawn(f"combiner-{name}", scaleout_cmd(
             "combiner", "start", "--controller", self.api_url, "--host", "127.0.0.1",
             "--port", str(port or self.combiner_port), "--name", name,
-            "--data-dir", str(self.root / f"combiner-{name}")), cwd=self.root)
+            "--data-dir", str(self.root / f"combiner-{name}")), cwd=self.root, env=env)
 
         def registered() -> bool:
             if proc.popen.poll() is not None:
@@ -135,18 +158,21 @@ class Deployment:
 
     # -- REST ---------------------------------------------------------------------------
     def get(self, path: str, **kw: Any) -> Any:
+        kw["headers"] = {**self.auth_headers(), **kw.get("headers", {})}
         r = requests.get(self.api_url + path, timeout=30, **kw)
         r.raise_for_status()
         return r.json()
 
     def post(self, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        kw["headers"] = {**self.auth_headers(), **kw.get("headers", {})}
         return requests.post(self.api_url + path, json=body, timeout=120, **kw)
 
     def cli(self, *args: str, check: bool = True, cwd: Path | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run an API command of our CLI against this deployment."""
+        auth = {"SCALEOUT_AUTH_TOKEN": self.admin_token} if self.admin_token else {}
         result = subprocess.run(scaleout_cmd(*args), cwd=cwd or self.root, capture_output=True, text=True,
-                                timeout=timeout, env={**os.environ, **self.env})
+                                timeout=timeout, env={**os.environ, **self.env, **auth})
         if check and result.returncode != 0:
             raise AssertionError(f"scaleout {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
@@ -171,6 +197,8 @@ class Deployment:
 
     def start_client(self, name: str, project_dir: Path, env: dict[str, str] | None = None,
                      extra: tuple[str, ...] = ("--local-package",), wait: bool = True) -> Proc:
+        if self.admin_token and "--token" not in extra:
+            extra = (*extra, "--token", self.create_token("client", name=name))
         proc = self._spawn(f"client-{name}", scaleout_cmd(
             "client", "start", "--api-url", self.api_url, "-n", name, *extra), cwd=project_dir, env=env)
         if wait:

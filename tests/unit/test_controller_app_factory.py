@@ -24,8 +24,8 @@ def test_local_repository_is_opened_at_the_configured_path(tmp_path: Path) -> No
 
 
 def test_unknown_repository_type_is_refused_instead_of_ignored(tmp_path: Path) -> None:
-    settings = ServerSettings(data_dir=tmp_path / "data", repository_type="s3")
-    with pytest.raises(ValueError, match="unknown repository type 's3'; known types: local"):
+    settings = ServerSettings(data_dir=tmp_path / "data", repository_type="ftp")
+    with pytest.raises(ValueError, match="unknown repository type 'ftp'; known types: local, s3"):
         build_controller_app(settings)
 
 

@@ -1,10 +1,12 @@
-"""Behaviour every statestore backend must show. Backends come from the `store` fixture's params;
-add "postgresql" there (with a URL and table cleanup) once that backend exists."""
+"""Behaviour every statestore backend must show: each test runs on SQLite and on a real PostgreSQL 15
+(the `store` fixture in conftest.py), including the spots where the two databases differ by nature
+(string collation, NULL ordering, NUL characters, NaN, index size limits, concurrent writers)."""
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,16 @@ from typing import Any
 import pytest
 
 from scaleout_server.store import records as r
-from scaleout_server.store.base import AlreadyExists, InvalidQuery, ListQuery, NotFound, Store, StoreError
+from scaleout_server.store.base import (
+    MAX_KEY_CHARS,
+    AlreadyExists,
+    InvalidQuery,
+    InvalidRecord,
+    ListQuery,
+    NotFound,
+    Store,
+    StoreError,
+)
 from scaleout_server.store.factory import make_store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -59,20 +70,6 @@ FACTORIES: dict[str, Callable[[int], Any]] = {
     "uploads": lambda i: r.UploadRecord(upload_id=f"up{i}", file_name="big.bin", file_size=10 * i, chunk_size=4,
                                         committed_at=_at(i)),
 }
-
-
-def _sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/missing/folder/store.db"
-
-
-BACKENDS: dict[str, Callable[[Path], str]] = {"sqlite": _sqlite_url}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = make_store(BACKENDS[request.param](tmp_path))
-    yield s
-    s.close()
 
 
 # A plain string field per collection that `update`/`upsert` tests change.
@@ -394,6 +391,151 @@ class TestStoreContract:
         assert stored.started_at.tzinfo is not None and stored.started_at.utcoffset() == timedelta(0)
         assert all(x.tzinfo is not None for x in (stored.committed_at, stored.updated_at))
         assert store.sessions.count({"committed_at": "2024-06-01T12:00:00+00:00"}) == 1
+
+    # -- where SQLite and PostgreSQL differ by nature, the store behaves one way -------------------
+
+    def test_strings_sort_by_code_point_not_by_language(self, store: Store) -> None:
+        for i, name in enumerate(["b", "B", "a", "A", "_z", "Z", "é"]):
+            store.clients.add(r.ClientRecord(client_id=f"c{i}", name=name, committed_at=_at(i)))
+        _, page = store.clients.list(ListQuery(sort_key="name", descending=False))
+        assert [c.name for c in page] == ["A", "B", "Z", "_z", "a", "b", "é"]
+        _, page = store.clients.list(ListQuery(sort_key="name", descending=True))
+        assert [c.name for c in page] == ["é", "b", "a", "_z", "Z", "B", "A"]
+
+    def test_id_tiebreak_sorts_by_code_point(self, store: Store) -> None:
+        for key in ["b", "B", "a", "A"]:
+            store.models.add(r.ModelRecord(model_id=key, committed_at=T0))
+        assert [m.model_id for m in store.models.list(ListQuery(descending=False))[1]] == ["A", "B", "a", "b"]
+        assert store.models.latest().model_id == "b"
+
+    def test_missing_values_sort_first_ascending_and_last_descending(self, store: Store) -> None:
+        store.models.add(r.ModelRecord(model_id="m1", session_id="s2", committed_at=_at(1)))
+        store.models.add(r.ModelRecord(model_id="m2", session_id=None, committed_at=_at(2)))
+        store.models.add(r.ModelRecord(model_id="m3", session_id="s1", committed_at=_at(3)))
+        asc = store.models.list(ListQuery(sort_key="session_id", descending=False))[1]
+        desc = store.models.list(ListQuery(sort_key="session_id", descending=True))[1]
+        assert [m.model_id for m in asc] == ["m2", "m3", "m1"]
+        assert [m.model_id for m in desc] == ["m1", "m3", "m2"]
+
+    def test_json_objects_keep_their_key_order(self, store: Store) -> None:
+        config = {"zeta": 1, "alpha": {"y": 2, "b": 3}, "mid": [{"k2": 1, "k1": 2}], "a": None}
+        store.sessions.add(r.SessionRecord(session_id="s1", name="n", status="Created", session_config=config))
+        stored = store.sessions.require("s1").session_config
+        assert list(stored) == ["zeta", "alpha", "mid", "a"]
+        assert list(stored["alpha"]) == ["y", "b"] and list(stored["mid"][0]) == ["k2", "k1"]
+
+    def test_nul_characters_are_stored_as_replacement_characters(self, store: Store) -> None:
+        store.statuses.add(r.StatusRecord(status_id="st\x001", status="bad\x00byte", sender=_sender(1),
+                                          data={"k\x00": "v\x00", "n": [1, "x\x00"]}))
+        stored = store.statuses.require("st\x001")
+        assert stored.status_id == "st\ufffd1" and stored.status == "bad\ufffdbyte"
+        assert stored.data == {"k\ufffd": "v\ufffd", "n": [1, "x\ufffd"]}
+        assert store.statuses.count({"status_id": "st\x001"}) == 1
+        store.set_setting("k\x00", "v\x00")
+        assert store.get_setting("k\x00") == "v\ufffd"
+
+    def test_non_finite_numbers_inside_json_become_null(self, store: Store) -> None:
+        rnd = FACTORIES["rounds"](1)
+        rnd.round_data = {"loss": float("nan"), "grad": [float("inf"), 1.5, -float("inf")], "ok": 2.0}
+        store.rounds.add(rnd)
+        assert store.rounds.require("r1").round_data == {"loss": None, "grad": [None, 1.5, None], "ok": 2.0}
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+    def test_non_finite_number_in_a_number_field_is_refused(self, store: Store, value: float) -> None:
+        with pytest.raises(InvalidRecord, match="metric field value must be a finite number"):
+            store.metrics.add(r.MetricRecord(metric_id="me1", key="loss", value=value, sender=_sender(1)))
+        with pytest.raises(InvalidRecord):
+            store.add_many([FACTORIES["statuses"](1), r.MetricRecord(metric_id="me1", key="l", value=value,
+                                                                     sender=_sender(1))])
+        assert store.metrics.count() == 0 and store.statuses.count() == 0  # the whole batch was refused
+
+    def test_integer_beyond_64_bits_is_refused(self, store: Store) -> None:
+        store.models.add(r.ModelRecord(model_id="big", size=2**63 - 1))
+        assert store.models.require("big").size == 2**63 - 1
+        with pytest.raises(InvalidRecord, match="64-bit"):
+            store.models.add(r.ModelRecord(model_id="huge", size=2**63))
+
+    def test_key_fields_are_limited_to_max_key_chars(self, store: Store) -> None:
+        store.clients.add(r.ClientRecord(client_id="c1", name="n" * MAX_KEY_CHARS))
+        assert store.clients.require("c1").name == "n" * MAX_KEY_CHARS
+        with pytest.raises(InvalidRecord, match=f"client field name is {MAX_KEY_CHARS + 1} characters long"):
+            store.clients.add(r.ClientRecord(client_id="c2", name="n" * (MAX_KEY_CHARS + 1)))
+        with pytest.raises(InvalidRecord, match="client_id"):
+            store.clients.upsert(r.ClientRecord(client_id="c" * 1000, name="n"))
+        with pytest.raises(InvalidRecord, match="sender_name"):
+            store.metrics.add(r.MetricRecord(metric_id="m", key="k", value=1.0, sender=r.Sender(name="x" * 600)))
+
+    def test_free_text_fields_have_no_length_limit(self, store: Store) -> None:
+        message = os.urandom(60_000).hex()  # incompressible, far beyond what PostgreSQL can index
+        store.statuses.add(r.StatusRecord(status_id="st1", status=message, sender=_sender(1)))
+        store.sessions.add(r.SessionRecord(session_id="s1", name="n", status="Failed", session_config={},
+                                           error=message))
+        assert store.statuses.require("st1").status == message
+        assert store.sessions.require("s1").error == message
+        assert store.statuses.count({"status": message}) == 1
+
+    def test_invalid_record_is_a_400_input_error(self) -> None:
+        from scaleout_server.errors import InvalidInput
+
+        assert issubclass(InvalidRecord, InvalidInput) and issubclass(InvalidRecord, StoreError)
+
+    def test_concurrent_package_activations_leave_exactly_one_active(self, store: Store) -> None:
+        self._fill(store, "packages", 8)
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(8)
+
+        def work(t: int) -> None:
+            try:
+                barrier.wait()
+                for _ in range(5):
+                    store.packages.set_active(f"p{t + 1}")
+                    store.packages.upsert(r.PackageRecord(package_id=f"new{t}", name="n", file_name="f",
+                                                          storage_file_name="s", checksum="c", active=True))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=60)
+        assert not errors, errors
+        assert store.packages.count({"active": True}) == 1
+
+    def test_event_feed_and_round_commit_storing_the_same_updates_concurrently(self, store: Store) -> None:
+        """The combiner's event batches and the session runner's round commit both insert a round's
+        updates; whichever commits second must skip them, not fail (PostgreSQL runs both at once)."""
+        store.sessions.add(r.SessionRecord(session_id="s1", name="s", status="Started", session_config={}))
+        errors: list[BaseException] = []
+
+        def updates(n: int) -> list[r.UpdateRecord]:
+            return [r.UpdateRecord(update_id=f"r{n}-u{i}", round_id=f"r{n}", session_id="s1", client_id=f"c{i}")
+                    for i in range(20)]
+
+        def feed() -> None:
+            try:
+                for n in range(1, 16):
+                    batch = updates(n)
+                    store.add_many(batch[::2])
+                    store.add_many(batch)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        def runner() -> None:
+            try:
+                for n in range(1, 16):
+                    rnd = r.RoundRecord(round_id=f"r{n}", session_id="s1", round_number=n, status="Success")
+                    store.commit_round(rnd, r.ModelRecord(model_id=f"m{n}", session_id="s1"), updates(n))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=feed), threading.Thread(target=runner)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=60)
+        assert not errors, errors
+        assert store.updates.count() == 15 * 20 and store.rounds.count() == 15 and store.models.count() == 15
 
 
 def test_sqlite_store_creates_its_folder_and_persists_across_reopen(tmp_path: Path) -> None:

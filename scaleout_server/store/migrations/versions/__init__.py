@@ -1,0 +1,1 @@
+"""Statestore revisions, oldest first by number; each one must keep the data already stored."""

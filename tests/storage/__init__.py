@@ -1,0 +1,1 @@
+"""Storage backends: statestore (SQLite, PostgreSQL), migrations, model repository (folder, S3)."""
