@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scaleout_server.aggregation.registry import available_strategies
+from scaleout_server.controller.server_functions import check_source
 from scaleout_server.errors import InvalidInput
 from scaleout_server.store.base import Store
 from scaleoututil.helpers.helpers import available_helpers
 from scaleoututil.model import DEFAULT_HELPER
 
 ACTIVE_HELPER_SETTING = "active_helper"  # store setting: the helper of the latest seed model, or as set by the user
+SESSION_MODES = ("sync", "async")
+ASYNC_AGGREGATORS = ("fedavg", "fedprox")
 
 
 @dataclass
@@ -35,7 +38,9 @@ class SessionConfig:
     requested_clients: int = 8
     validate: bool = True
     helper_type: str = DEFAULT_HELPER
-    server_functions: None = None
+    server_functions: str | None = None  # source text of a ServerFunctions class (server_functions.py)
+    mode: str = "sync"  # "async": buffered asynchronous rounds (async_sessions.py)
+    staleness_exponent: float = 0.5  # async: an update's weight is num_examples / (1 + staleness) ** this
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,6 +132,28 @@ def parse_kwargs(value: Any) -> dict[str, Any]:
     return value
 
 
+def check_mode(config: SessionConfig, raw: dict[str, Any]) -> None:
+    """`mode` and the asynchronous mode's own keys (and what it cannot be combined with)."""
+    mode = raw.get("mode")
+    if mode not in (None, ""):
+        if not isinstance(mode, str) or mode.strip().lower() not in SESSION_MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(SESSION_MODES)}, got {mode!r}")
+        config.mode = mode.strip().lower()
+    if raw.get("staleness_exponent") is not None:
+        value = raw["staleness_exponent"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise InvalidInput(f"staleness_exponent must be a number >= 0, got {value!r}")
+        config.staleness_exponent = float(value)
+    if config.mode != "async":
+        return
+    if config.aggregator not in ASYNC_AGGREGATORS:
+        raise InvalidInput(f"mode async aggregates with staleness-weighted FedBuff steps; aggregator must be one of "
+                           f"{', '.join(ASYNC_AGGREGATORS)} (fedprox sends its mu to the clients), "
+                           f"got {config.aggregator!r}")
+    if config.server_functions:
+        raise InvalidInput("server_functions cannot be used with mode async; start a synchronous session instead")
+
+
 def validate_session_config(raw: dict[str, Any] | None, *, default_helper: str | None,
                             resolve_model: Callable[[str | None], str]) -> SessionConfig:
     """Check every key of a user-supplied session config and fill in the defaults.
@@ -166,7 +193,11 @@ def validate_session_config(raw: dict[str, Any] | None, *, default_helper: str |
     helper = raw.get("helper_type") or default_helper or DEFAULT_HELPER
     config.helper_type = check_helper(helper)
     if raw.get("server_functions") not in (None, ""):
-        raise InvalidInput("server functions are not supported in this version")
+        try:
+            config.server_functions = check_source(raw["server_functions"])
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+    check_mode(config, raw)
     model_id = raw.get("model_id")
     if model_id is not None and not isinstance(model_id, str):
         raise InvalidInput(f"model_id must be a string, got {model_id!r}")

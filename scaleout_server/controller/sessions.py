@@ -1,10 +1,13 @@
 """SessionRunner: one session's rounds, run one after the other in a background thread.
 
 Each round is a small state machine (Pending -> Running -> [Validating ->] Finished, or Failed /
-Stopped) whose every step is written to the store as it happens. The round's result (new model,
-updates, round and session state) is committed in one transaction. Nothing here polls the
-database for progress: the combiners' `RunRound` calls block until their part is done and return a
-typed outcome, and a stop request interrupts every wait.
+Stopped) whose every step is written to the store as it happens. A round goes to every combiner
+with selected clients; a combiner lost during the round (its process, host or link gone) is marked
+offline and the round is completed from the others' results. Only when no combiner returned a model
+and one was lost is the round run once more (`MAX_ROUND_ATTEMPTS`), with the clients connected then.
+The round's result (new model, updates, round and session state) is committed in one transaction.
+Nothing here polls the database for progress: the combiners' `RunRound` calls block until their
+part is done and return a typed outcome, and a stop request interrupts every wait.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scaleout_server.controller import reduce as reducing
-from scaleout_server.controller.combiners import ActiveClient, CombinerRegistry, await_all
+from scaleout_server.controller.combiners import ActiveClient, CombinerRegistry, await_all, lost_connection
 from scaleout_server.controller.models import MODELS
+from scaleout_server.controller.server_functions import ServerFunctionsHooks, single_update_strategy
 from scaleout_server.controller.session_config import SessionConfig
 from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher
 from scaleout_server.repository.base import ModelRepository
@@ -36,6 +40,7 @@ CLIENT_POLL_INTERVAL = 0.5
 RUN_ROUND_MARGIN = 60.0  # the gRPC deadline of RunRound is round_timeout + this
 ABORT_GRACE = 5.0  # after a stop, how long combiners get to return their aborted outcomes
 STOPPED_BY_USER = "stopped by the user"
+MAX_ROUND_ATTEMPTS = 2  # a round that lost a combiner and got no model at all is run once more
 
 
 class RoundFailed(Exception):
@@ -53,6 +58,7 @@ class CombinerCall:
     future: Any = None
     outcome: pb.RoundOutcome | None = None
     error: str | None = None
+    lost: bool = False  # the connection to the combiner was lost during the call
 
 
 def training_failures(calls: list[CombinerCall]) -> list[str]:
@@ -91,7 +97,8 @@ class SessionRunner:
 
     def __init__(self, store: Store, repository: ModelRepository, registry: CombinerRegistry,
                  dispatcher: TaskDispatcher, session_id: str, rounds: int, round_timeout: float,
-                 on_exit: Callable[[SessionRunner], None] | None = None) -> None:
+                 on_exit: Callable[[SessionRunner], None] | None = None,
+                 hooks: ServerFunctionsHooks | None = None) -> None:
         self.store = store
         self.repository = repository
         self.registry = registry
@@ -100,6 +107,7 @@ class SessionRunner:
         self.rounds = rounds
         self.round_timeout = round_timeout
         self.on_exit = on_exit
+        self.hooks = hooks  # the session's server functions (server_functions.py), if it has any
         self.stop_event = threading.Event()
         self.stop_reason = STOPPED_BY_USER
         # set once the session's final status is written: from then on the runner writes nothing, so
@@ -161,6 +169,8 @@ class SessionRunner:
             log.exception("session %s round %s: unexpected error", self.session_id, round_no)
             self._fail(current, f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            if self.hooks is not None:
+                self.hooks.close()
             if self.on_exit is not None:
                 try:
                     self.on_exit(self)
@@ -226,10 +236,12 @@ class SessionRunner:
         session = self._session()
         config = SessionConfig.from_stored(session.session_config)
         number = self.store.rounds.count({"session_id": self.session_id}) + 1
+        round_config = {**config.to_dict(), "round_timeout": self.round_timeout}
+        if config.server_functions:  # a digest, not the code, in every round
+            round_config["server_functions"] = self.hooks.describe() if self.hooks is not None else "(not run)"
         record = r.RoundRecord(
             round_id=r.new_id(), session_id=self.session_id, round_number=number, status=RoundStatus.PENDING,
-            model_id=config.model_id, round_config={**config.to_dict(), "round_timeout": self.round_timeout},
-            started_at=r.utcnow())
+            model_id=config.model_id, round_config=round_config, started_at=r.utcnow())
         self.store.rounds.add(record)
         current = RoundContext(record)
         record.status = RoundStatus.RUNNING
@@ -243,23 +255,35 @@ class SessionRunner:
         config = SessionConfig.from_stored(record.round_config)
         data = record.round_data
 
-        t = time.monotonic()
-        idle = self._wait_for_clients(config.clients_required)
-        data["time_wait_clients"] = time.monotonic() - t
+        lost: list[str] = []
+        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            t = time.monotonic()
+            idle = self._wait_for_clients(config.clients_required)
+            data["time_wait_clients"] = time.monotonic() - t
 
-        # never fewer than clients_required, even when requested_clients is set lower
-        wanted = max(config.requested_clients, config.clients_required)
-        selected = random.sample(idle, min(wanted, len(idle)))
-        data["clients_selected"] = len(selected)
-        t = time.monotonic()
-        calls = self._run_on_combiners(record, config, selected)
-        data["time_training"] = time.monotonic() - t
-        record.combiners = [self._combiner_entry(call) for call in calls]
-        partials = [reducing.PartialModel(call.combiner.name, call.outcome.model_id, call.outcome.num_examples)
-                    for call in calls if call.outcome is not None and call.outcome.model_id]
-        current.uncommitted = [p.model_id for p in partials]
-        if self.stop_event.is_set():
-            raise SessionStopped()
+            # never fewer than clients_required, even when requested_clients is set lower
+            wanted = max(config.requested_clients, config.clients_required)
+            chosen = self.hooks.select(record, idle) if self.hooks is not None else None
+            selected = chosen if chosen is not None else random.sample(idle, min(wanted, len(idle)))
+            data["clients_selected"] = len(selected)
+            t = time.monotonic()
+            calls = self._run_on_combiners(record, config, selected)
+            data["time_training"] = time.monotonic() - t
+            record.combiners = [self._combiner_entry(call) for call in calls]
+            partials = [reducing.PartialModel(call.combiner.name, call.outcome.model_id, call.outcome.num_examples)
+                        for call in calls if call.outcome is not None and call.outcome.model_id]
+            current.uncommitted = [p.model_id for p in partials]
+            if self.stop_event.is_set():
+                raise SessionStopped()
+            lost += [call.combiner.name for call in calls if call.lost]
+            data["attempts"] = attempt
+            if lost:
+                data["lost_combiners"] = lost
+            if partials or not any(call.lost for call in calls) or attempt == MAX_ROUND_ATTEMPTS:
+                break
+            log.warning("session %s round %d: no model and combiner(s) %s lost; running the round again with the "
+                        "clients connected now", self.session_id, record.round_number,
+                        ", ".join(c.combiner.name for c in calls if c.lost))
         if not partials:
             errors = [c.error for c in calls if c.error]
             failures = training_failures(calls)
@@ -270,7 +294,10 @@ class SessionRunner:
                               + "".join(f"; {e}" for e in errors))
 
         t = time.monotonic()
-        reduced = reducing.reduce_partials(self.repository, partials, config.helper_type)
+        reduced = None if self.hooks is None else self.hooks.reduce(
+            record, config, [c.outcome for c in calls if c.outcome is not None], partials)
+        if reduced is None:
+            reduced = reducing.reduce_partials(self.repository, partials, config.helper_type)
         current.uncommitted = list(dict.fromkeys([*current.uncommitted, reduced.model.model_id]))
         data["time_reduce"] = time.monotonic() - t
         if self.stop_event.is_set():
@@ -320,18 +347,23 @@ class SessionRunner:
 
     def _run_on_combiners(self, record: r.RoundRecord, config: SessionConfig,
                           selected: list[ActiveClient]) -> list[CombinerCall]:
+        # server functions may add client settings, and need each client's update on its own to aggregate
+        settings = self.hooks.client_settings(record, config.helper_type) if self.hooks is not None else {}
+        per_client = self.hooks is not None and self.hooks.collects_updates(record)
+        aggregator, kwargs = (single_update_strategy(config.aggregator, config.aggregator_kwargs) if per_client
+                              else (config.aggregator, config.aggregator_kwargs))
         by_combiner: dict[str, list[ActiveClient]] = {}
         for client in selected:
-            by_combiner.setdefault(client.combiner_id, []).append(client)
+            by_combiner.setdefault(client.client_id if per_client else client.combiner_id, []).append(client)
         calls: list[CombinerCall] = []
-        for combiner_id, clients in by_combiner.items():
-            call = CombinerCall(self.registry.get(combiner_id), clients)
+        for clients in by_combiner.values():
+            call = CombinerCall(self.registry.get(clients[0].combiner_id), clients)
             buffer_size = config.buffer_size if config.buffer_size < 0 else min(config.buffer_size, len(clients))
             spec = pb.RoundSpec(
                 session_id=self.session_id, round_id=record.round_id, model_id=record.model_id or "",
                 helper_type=config.helper_type, client_ids=[c.client_id for c in clients],
-                aggregator=config.aggregator, aggregator_kwargs=json.dumps(config.aggregator_kwargs),
-                round_timeout=self.round_timeout, buffer_size=buffer_size, client_settings="{}",
+                aggregator=aggregator, aggregator_kwargs=json.dumps(kwargs),
+                round_timeout=self.round_timeout, buffer_size=buffer_size, client_settings=json.dumps(settings),
                 delete_models=config.delete_models_storage)
             try:
                 call.future = self.registry.stub(call.combiner).RunRound.future(
@@ -349,6 +381,10 @@ class SessionRunner:
                 call.outcome = call.future.result()
             except Exception as exc:  # one combiner failing does not end the round
                 call.error = self.registry.call_failed(call.combiner, "RunRound", exc)
+                if lost_connection(exc) and not self.stop_event.is_set():
+                    call.lost = True
+                    self.registry.mark_offline(call.combiner.combiner_id, f"lost during round {record.round_number} "
+                                               f"of session {self.session_id}; the round goes on without it")
                 continue
             self.registry.heard_from(call.combiner.combiner_id)
             if call.outcome.error:

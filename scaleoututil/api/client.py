@@ -231,14 +231,19 @@ class APIClient:
         return {"success": True, "message": "Package downloaded successfully."}
 
     def set_active_package(self, path: str | os.PathLike[str], helper: str, name: str, description: str = "",
-                           progress: ProgressCallback | None = None) -> Any:
-        """Upload a compute package archive and make it the active package."""
+                           progress: ProgressCallback | None = None, signature: str | None = None) -> Any:
+        """Upload a compute package archive and make it the active package. `signature`: its base64 Ed25519
+        signature (scaleoututil.signing); by default the contents of `<path>.sig` when that file exists."""
+        if signature is None and Path(f"{path}.sig").is_file():
+            signature = Path(f"{path}.sig").read_text(encoding="ascii").strip()
         try:
             token = self.upload_file(path, progress=progress)
         except UploadError as err:
             return {"success": False, "message": err.message}
         form = {"helper": helper, "name": name, "description": description or "", "file_token": token,
                 "file_name": Path(path).name}
+        if signature:
+            form["signature"] = signature
         return self._json("POST", "packages/", data=form, timeout=UPLOAD_TIMEOUT)
 
     def upload_file(self, path: str | os.PathLike[str], progress: ProgressCallback | None = None) -> str:
@@ -287,8 +292,13 @@ class APIClient:
                       aggregator_kwargs: dict[str, Any] | None = None, model_id: str | None = None,
                       round_timeout: int = 180, rounds: int = 5, round_buffer_size: int = -1,
                       delete_models: bool = True, validate: bool = True, helper: str | None = None,
-                      min_clients: int = 1, requested_clients: int = 8, server_functions: Any = None) -> Any:
-        """Create a session and start it: the start reply with `session_id` added, or the error body."""
+                      min_clients: int = 1, requested_clients: int = 8, server_functions: Any = None,
+                      mode: str | None = None, staleness_exponent: float | None = None) -> Any:
+        """Create a session and start it: the start reply with `session_id` added, or the error body.
+
+        `server_functions`: a `ServerFunctions` class (its source is sent) or its source text.
+        `mode="async"`: buffered asynchronous training, aggregating every `round_buffer_size` updates
+        (`staleness_exponent` discounts stale ones); `rounds` then counts aggregations."""
         if model_id is None:
             active = self.get_active_model()
             if not isinstance(active, dict) or "model_id" not in active:
@@ -305,7 +315,8 @@ class APIClient:
                 aggregator=aggregator, aggregator_kwargs=aggregator_kwargs, rounds=rounds,
                 round_timeout=round_timeout, buffer_size=round_buffer_size, model_id=model_id,
                 delete_models=delete_models, min_clients=min_clients, requested_clients=requested_clients,
-                validate=validate, helper=helper, server_functions=server_functions),
+                validate=validate, helper=helper, server_functions=server_functions, mode=mode,
+                staleness_exponent=staleness_exponent),
         }
         reply = self.request("POST", "sessions/", json=body)
         if reply.status_code != 201:
@@ -473,8 +484,12 @@ class APIClient:
 # -- helpers shared with the CLI -----------------------------------------------------------------
 def session_config(*, aggregator: str, aggregator_kwargs: dict[str, Any] | None, rounds: int, round_timeout: float,
                    buffer_size: int, model_id: str, delete_models: bool, min_clients: int, requested_clients: int,
-                   validate: bool, helper: str, server_functions: str | None = None) -> dict[str, Any]:
-    """The `session_config` object of `POST /api/v1/sessions/`, in the official field names."""
+                   validate: bool, helper: str, server_functions: str | None = None, mode: str | None = None,
+                   staleness_exponent: float | None = None) -> dict[str, Any]:
+    """The `session_config` object of `POST /api/v1/sessions/`, in the official field names (plus `mode`
+    and `staleness_exponent`, sent only when given, for the asynchronous mode)."""
+    extra = {key: value for key, value in (("mode", mode), ("staleness_exponent", staleness_exponent))
+             if value is not None}
     return {
         "aggregator": aggregator,
         "aggregator_kwargs": aggregator_kwargs or {},
@@ -488,6 +503,7 @@ def session_config(*, aggregator: str, aggregator_kwargs: dict[str, Any] | None,
         "validate": validate,
         "helper_type": helper,
         "server_functions": server_functions,
+        **extra,
     }
 
 

@@ -30,7 +30,8 @@ def test_defaults_fill_every_key_and_start_from_the_latest_model(env: Env) -> No
     assert session.session_config == {
         "aggregator": "fedavg", "aggregator_kwargs": {}, "rounds": 5, "round_timeout": 180.0, "buffer_size": -1,
         "model_id": latest, "delete_models_storage": True, "clients_required": 1, "requested_clients": 8,
-        "validate": True, "helper_type": "numpyhelper", "server_functions": None}
+        "validate": True, "helper_type": "numpyhelper", "server_functions": None, "mode": "sync",
+        "staleness_exponent": 0.5}
     assert env.store.sessions.require(session.session_id).session_config == session.session_config
 
 
@@ -72,7 +73,13 @@ def test_seed_model_id_is_the_starting_model(env: Env) -> None:
     ({"aggregator_kwargs": "{not json"}, "aggregator_kwargs must be a JSON object:"),
     ({"aggregator_kwargs": [1, 2]}, "aggregator_kwargs must be a JSON object (a dict), got list"),
     ({"helper_type": "torchhelper"}, "unknown helper 'torchhelper'; available: binaryhelper, numpyhelper"),
-    ({"server_functions": "class ServerFunctions: pass"}, "server functions are not supported in this version"),
+    ({"server_functions": "class Other: pass"}, "server_functions must define a class named ServerFunctions"),
+    ({"server_functions": "class ServerFunctions(:"}, "server_functions is not valid Python"),
+    ({"server_functions": 42}, "server_functions must be the Python source text of a ServerFunctions class"),
+    ({"mode": "turbo"}, "mode must be one of sync, async, got 'turbo'"),
+    ({"mode": "async", "aggregator": "fedadam"}, "aggregator must be one of fedavg, fedprox"),
+    ({"mode": "async", "server_functions": "class ServerFunctions: pass"}, "cannot be used with mode async"),
+    ({"staleness_exponent": -1}, "staleness_exponent must be a number >= 0, got -1"),
     ({"round": 3, "speed": 1}, "unknown session_config keys ['round', 'speed']; valid keys: aggregator,"),
 ])
 def test_invalid_config_is_rejected_with_a_clear_message(env: Env, config: dict[str, Any], message: str) -> None:
