@@ -87,6 +87,14 @@ def _package_limit(text: str | None) -> int | None:
               envvar="SCALEOUT_MAX_PACKAGE_SIZE", show_envvar=True,
               help="Largest compute package this client downloads and unpacks, e.g. 500MB or 2GiB; larger or "
                    "hostile archives are refused with nothing unpacked [default: 1GiB].")
+@click.option("--ca-file", "ca_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              envvar="SCALEOUT_CA_FILE", show_envvar=True,
+              help="CA certificate (PEM) to trust for the controller's HTTPS and the combiner's TLS, e.g. the "
+                   "ca.pem of `scaleout certs create` [default: the system store].")
+@click.option("--package-public-key", "package_public_key", default=None,
+              type=click.Path(exists=True, dir_okay=False), envvar="SCALEOUT_PACKAGE_PUBLIC_KEY", show_envvar=True,
+              help="Ed25519 public key (PEM, from `scaleout keys create`): run only compute packages signed with "
+                   "the matching private key; unsigned or altered packages are refused before they are unpacked.")
 @click.option("-c", "--preferred-combiner", default=None, help="Ask the controller for this combiner.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="INFO", show_default=True,
               help="How much the client logs (to stderr).")
@@ -102,7 +110,8 @@ def _package_limit(text: str | None) -> int | None:
 def client_start(api_url: str | None, api_port: int | None, token: str | None, name: str | None,
                  client_id: str | None, local_package: bool, remote_package: str | None, disable_managed_env: bool,
                  preferred_combiner: str | None, log_level: str, init_file: Path | None, poll_timeout: float,
-                 dispatcher: bool, managed_env: bool, max_package_size: str | None) -> None:
+                 dispatcher: bool, managed_env: bool, max_package_size: str | None, ca_file: str | None,
+                 package_public_key: str | None) -> None:
     """Start an edge client: register with the controller, load the project's startup(client) and run the
     train/validate/predict/custom tasks the combiner sends, until Ctrl-C or SIGTERM.
 
@@ -123,6 +132,9 @@ def client_start(api_url: str | None, api_port: int | None, token: str | None, n
         raise click.UsageError("use either --local-package or --remote-package, not both")
     if managed_env and disable_managed_env:
         raise click.UsageError("use either --managed-env or --disable-managed-env, not both")
+    if package_public_key and local_package:
+        raise click.UsageError("--package-public-key checks packages downloaded from the server; it cannot be "
+                               "combined with --local-package")
     max_package_bytes = _package_limit(max_package_size)
     settings = _read_init(init_file) if init_file is not None else {}
     given = {"api_url": api_url, "api_port": api_port, "token": token, "name": name, "client_id": client_id,
@@ -146,6 +158,7 @@ def client_start(api_url: str | None, api_port: int | None, token: str | None, n
         preferred_combiner=str(settings["preferred_combiner"]) if settings.get("preferred_combiner") else None,
         local_package=local_package, package_name=remote_package or None, poll_timeout=poll_timeout,
         dispatcher=dispatcher, managed_env=managed_env, max_package_bytes=max_package_bytes,
+        ca_file=ca_file, package_public_key=package_public_key,
     )
     try:
         code = run_client(config, echo=click.echo)

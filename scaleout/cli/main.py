@@ -7,8 +7,10 @@ from scaleout.cli import (  # noqa: F401  (imported for their commands)
     package_cmd,
     resources_cmd,
     run_cmd,
+    security_cmd,
     server_cmd,
     session_cmd,
+    token_cmd,
 )
 from scaleout.cli.groups import cli
 

@@ -297,6 +297,15 @@ COLUMNS: dict[str, list[Column]] = {
         ("Data", lambda r: compact(r.get("data"))),
         ("Time", lambda r: when(r.get("timestamp"))),
     ],
+    "tokens": [
+        ("ID", lambda r: r.get("token_id")),
+        ("Role", lambda r: r.get("role")),
+        ("Name", lambda r: r.get("name")),
+        ("Bound to", lambda r: r.get("subject")),
+        ("Status", lambda r: status_text(r.get("status"))),
+        ("Created", lambda r: when(r.get("created_at"))),
+        ("Expires", lambda r: r.get("expires_at") or "never"),
+    ],
     "commands": [
         ("ID", lambda r: r.get("command_id")),
         ("Type", lambda r: r.get("command_type")),

@@ -63,7 +63,9 @@ def upload(api: Api, path: Path) -> str:
 @click.option("-n", "--name", default="package.tgz", show_default=True, help="Name of the package tarball")
 @click.option("-o", "--output", "output", default=".", type=click.Path(file_okay=False, path_type=Path),
               show_default=True, help="Output directory for the generated tarball")
-def package_create(path: Path, name: str, output: Path) -> None:
+@click.option("--sign-key", "sign_key", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 private key (PEM, `scaleout keys create`): also write the signature <tarball>.sig")
+def package_create(path: Path, name: str, output: Path, sign_key: Path | None) -> None:
     """Create a compute package: a .tgz of the project folder (honours .scaleoutignore)."""
     from scaleout.project.config import ProjectError
     from scaleout.project.package import create_package
@@ -75,6 +77,10 @@ def package_create(path: Path, name: str, output: Path) -> None:
     click.echo(f"Created {archive}")
     click.echo(f"  size:   {size(archive.stat().st_size)} ({archive.stat().st_size} bytes)")
     click.echo(f"  sha256: {sha256_file(str(archive))}")
+    if sign_key is not None:
+        from scaleout.cli.security_cmd import sign_archive
+
+        click.echo(f"  signed: {sign_archive(archive, sign_key)}")
 
 
 @package_group.command("set-active")
@@ -84,15 +90,28 @@ def package_create(path: Path, name: str, output: Path) -> None:
 @click.option("-n", "--name", required=True, help="Name of the package")
 @click.option("-d", "--description", default="", help="Description of the package")
 @click.option("--helper", default="numpyhelper", show_default=True, help="Helper to use for the package")
-def package_set_active(api: Api, file: Path, name: str, description: str, helper: str) -> None:
+@click.option("--signature", "signature", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Signature file of the package (`scaleout package sign`).  [default: FILE.sig when it exists]")
+def package_set_active(api: Api, file: Path, name: str, description: str, helper: str,
+                       signature: Path | None) -> None:
     """Upload a compute package and make it the active one (clients download it at start)."""
+    from scaleoututil.signing import SigningError, read_signature_file, signature_path
+
+    sig_file = signature or (signature_path(file) if signature_path(file).is_file() else None)
+    try:
+        sig = read_signature_file(sig_file) if sig_file is not None else None
+    except SigningError as exc:
+        raise click.BadParameter(f"{sig_file}: {exc}", param_hint="'--signature'") from None
     token = upload(api, file)
-    reply = api.call("POST", "packages/", data={"helper": helper, "name": name, "description": description,
-                                                "file_token": token, "file_name": file.name}, timeout=300)
+    form = {"helper": helper, "name": name, "description": description, "file_token": token, "file_name": file.name}
+    if sig:
+        form["signature"] = sig
+    reply = api.call("POST", "packages/", data=form, timeout=300)
     package = reply.get("package", {}) if isinstance(reply, dict) else {}
     package_id = (reply.get("package_id") if isinstance(reply, dict) else None) or package.get("package_id")
     checksum = package.get("checksum") or sha256_file(str(file))
-    click.echo(f"Package {name!r} is active (id {package_id}, sha256 {checksum}).")
+    signed = f", signed ({sig_file.name})" if sig_file is not None else ", unsigned"
+    click.echo(f"Package {name!r} is active (id {package_id}, sha256 {checksum}{signed}).")
 
 
 @package_group.command("list")

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import requests
+
 from scaleout.client.edge_client import EdgeClient
 from scaleout.client.registration import (
     FetchedPackage,
@@ -46,12 +48,15 @@ class PackageSource:
     token: TokenManager | None = None
     max_bytes: int | None = None
     managed_env: bool = False
+    session: requests.Session | None = None  # verifies the controller's TLS certificate (client/tls.py)
+    public_key: str | None = None  # --package-public-key: only packages signed for it are run
 
     def fetch(self) -> FetchedPackage:
-        return fetch_package(self.api_url, self.workdir, name=self.name, token=self.token, max_bytes=self.max_bytes)
+        return fetch_package(self.api_url, self.workdir, name=self.name, token=self.token, max_bytes=self.max_bytes,
+                             session=self.session, public_key=self.public_key)
 
     def current_checksum(self) -> str:
-        return current_package_checksum(self.api_url, name=self.name, token=self.token)
+        return current_package_checksum(self.api_url, name=self.name, token=self.token, session=self.session)
 
     def prepare(self, folder: Path) -> ProjectConfig:
         """Load the project in `folder` and, with --managed-env, install its python_env (ProjectError if not)."""

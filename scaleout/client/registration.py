@@ -89,8 +89,24 @@ def _jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
+def _jwt_role(token: str) -> str | None:
+    """The `role` claim of a JWT (unverified: it only picks the exchange, as the official 1.1 client does)."""
+    parts = token.split(".")
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))) if len(parts) == 3 \
+            else None
+    except (ValueError, json.JSONDecodeError):
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None
+
+
 class TokenManager:
     """Exchanges the refresh token given with --token for short-lived access tokens, and renews them.
+
+    The token's JWT `role` picks the exchange as the official 1.1 client does: `client_refresh` at
+    /api/v1/clients/token, anything else at /api/auth/refresh; an `enrollment` token first enrolls
+    (/api/v1/clients/enroll) and continues with the refresh token the server returns.
 
     `access_token()` is called for every gRPC call and REST request; it refreshes when fewer than
     30 s remain. A refresh that fails for a network reason (or 429/5xx) keeps the old token while it is
@@ -99,7 +115,10 @@ class TokenManager:
 
     def __init__(self, api_url: str, refresh_token: str, *, timeout: float = REST_TIMEOUT,
                  session: requests.Session | None = None) -> None:
-        self.url = f"{api_url}/api/auth/refresh"
+        role = _jwt_role(refresh_token)
+        self.url = f"{api_url}/api/v1/clients/token" if role in ("client_refresh", "enrollment") \
+            else f"{api_url}/api/auth/refresh"
+        self._enroll_url = f"{api_url}/api/v1/clients/enroll" if role == "enrollment" else None
         self._refresh_token = refresh_token
         self._timeout = timeout
         self._session = session or requests.Session()
@@ -134,6 +153,9 @@ class TokenManager:
             self._refresh_locked()
 
     def _refresh_locked(self) -> None:
+        if self._enroll_url is not None:
+            self._enroll_locked(self._enroll_url)
+            return
         try:
             response = self._session.post(self.url, json={"refresh_token": self._refresh_token, "role": "client"},
                                           timeout=self._timeout)
@@ -161,6 +183,30 @@ class TokenManager:
         self._access = access
         self._expires_at = expires
         self._next_attempt = 0.0
+
+    def _enroll_locked(self, url: str) -> None:
+        """Trade the enrollment token for this client's own refresh token (and a first access token)."""
+        try:
+            response = self._session.post(url, json={}, headers={"Authorization": f"Bearer {self._refresh_token}"},
+                                          timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise RegistrationError(f"could not reach {url} to enroll: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            permanent = 400 <= response.status_code < 500 and response.status_code != 429
+            raise (TokenRefused if permanent else RegistrationError)(
+                f"the server refused the enrollment token ({response.status_code} from {url}: {_message(response)}); "
+                "check --token")
+        try:
+            body = response.json()
+            refresh, access = str(body["refresh_token"]), str(body["access_token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistrationError(f"{url} answered without refresh_token/access_token") from exc
+        self._refresh_token = refresh
+        self._enroll_url = None
+        self._access = access
+        self._expires_at = _jwt_expiry(access) or time.time() + DEFAULT_TOKEN_LIFETIME
+        self._next_attempt = 0.0
+        logger.info("enrolled as client %s", body.get("client_id", "?"))
 
 
 @dataclass
@@ -267,23 +313,55 @@ def _filename(response: requests.Response) -> str | None:
     return Path(match.group(1)).name if match else None
 
 
-def _get_checksum(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
-                  ) -> str | None:
+def _get_package_info(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
+                      ) -> dict[str, Any]:
+    """`GET /packages/checksum`: {"checksum", "signature"?, ...}, or {} when the server cannot say."""
     params = {"name": name} if name else None
     try:
         response = session.get(f"{api_url}/api/v1/packages/checksum", params=params, headers=_headers(token),
                                timeout=REST_TIMEOUT)
     except requests.RequestException as exc:
         logger.debug("checksum request failed: %s", exc)
-        return None
+        return {}
     if response.status_code != 200:
         logger.debug("checksum request (name=%s) answered %s: %s", name, response.status_code, _message(response))
-        return None
+        return {}
     try:
-        checksum = response.json().get("checksum")
-    except (ValueError, AttributeError):
-        return None
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _checksum_of(info: dict[str, Any]) -> str | None:
+    checksum = info.get("checksum")
     return str(checksum).lower() if checksum else None
+
+
+def _get_checksum(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
+                  ) -> str | None:
+    return _checksum_of(_get_package_info(session, api_url, name, token))
+
+
+def verify_package_signature(public_key: str, checksum: str, signature: Any, label: str) -> None:
+    """RegistrationError unless `signature` signs the package with this SHA-256 for the key in `public_key`
+    (a PEM file). Runs before a package is unpacked, and for a cached one before it is used."""
+    from scaleoututil.signing import SignatureMismatch, SigningError, load_public_key, verify_checksum
+
+    if not isinstance(signature, str) or not signature.strip():
+        raise RegistrationError(
+            f"compute package {label} (sha256 {checksum[:12]}) is not signed, and this client only runs packages "
+            f"signed for the public key {public_key} (--package-public-key). Sign it with `scaleout package sign "
+            "--key KEY FILE` (or `scaleout package create --sign-key KEY`) and upload it again. Refusing to run it.")
+    try:
+        verify_checksum(checksum, signature, load_public_key(public_key))
+    except SignatureMismatch as exc:
+        raise RegistrationError(
+            f"compute package {label} (sha256 {checksum[:12]}) fails signature verification with the public key "
+            f"{public_key}: {exc}. Refusing to run it.") from exc
+    except SigningError as exc:
+        raise RegistrationError(f"cannot verify compute package {label}: {exc}. Refusing to run it.") from exc
+    logger.info("compute package %s: signature verified with %s", label, public_key)
 
 
 def _project_root(folder: Path) -> Path:
@@ -329,18 +407,23 @@ def current_package_checksum(api_url: str, *, name: str | None = None, token: To
 
 
 def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
-                         session: requests.Session | None = None, max_bytes: int | None = None) -> Path:
+                         session: requests.Session | None = None, max_bytes: int | None = None,
+                         public_key: str | None = None) -> Path:
     """Download, verify (sha256) and unpack the server's compute package; return its project folder."""
-    return fetch_package(api_url, workdir, name=name, token=token, session=session, max_bytes=max_bytes).folder
+    return fetch_package(api_url, workdir, name=name, token=token, session=session, max_bytes=max_bytes,
+                         public_key=public_key).folder
 
 
 def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
-                  session: requests.Session | None = None, max_bytes: int | None = None) -> FetchedPackage:
+                  session: requests.Session | None = None, max_bytes: int | None = None,
+                  public_key: str | None = None) -> FetchedPackage:
     """Download, verify (sha256) and unpack the server's compute package (the active one, or `name`).
 
     Unpacked packages are kept in `workdir/.scaleout/packages/<checksum>/`, so a restart with the same
     package skips the download. `max_bytes` (default DEFAULT_MAX_BYTES) limits both the download and the
     unpacked size; a hostile or oversized archive is refused with nothing unpacked and is deleted.
+    With `public_key` (a PEM file), the package must carry an Ed25519 signature for that key
+    (scaleoututil.signing), checked before anything is unpacked or a cached copy is used.
     """
     from scaleout.project.config import ProjectError
     from scaleout.project.package import DEFAULT_MAX_BYTES, safe_extract
@@ -348,8 +431,11 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
     limit = max_bytes or DEFAULT_MAX_BYTES
     session = session or requests.Session()
     packages = workdir / PACKAGES_DIR
-    announced = _get_checksum(session, api_url, name, token)
+    info = _get_package_info(session, api_url, name, token)
+    announced = _checksum_of(info)
     if announced and (packages / announced).is_dir():
+        if public_key:
+            verify_package_signature(public_key, announced, info.get("signature"), name or "(the active package)")
         logger.info("compute package %s is cached in %s: not downloading it", announced[:12], packages / announced)
         return FetchedPackage(announced, _project_root(packages / announced), downloaded=False)
 
@@ -389,7 +475,9 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
         raise RegistrationError(f"package download from {url} failed: {exc}") from exc
     actual = digest.hexdigest()
 
-    expected = _get_checksum(session, api_url, filename, token) or announced
+    by_file = _get_package_info(session, api_url, filename, token)
+    expected = _checksum_of(by_file) or announced
+    signature = by_file.get("signature") if _checksum_of(by_file) else info.get("signature")
     if not expected:
         archive.unlink(missing_ok=True)
         raise RegistrationError(f"the server gave no checksum for package {filename} "
@@ -398,6 +486,12 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
         archive.unlink(missing_ok=True)
         raise RegistrationError(f"package {filename} is corrupt or was tampered with: its sha256 is {actual}, "
                                 f"the server says {expected}. Refusing to run it.")
+    if public_key:
+        try:
+            verify_package_signature(public_key, actual, signature, filename)
+        except RegistrationError:
+            archive.unlink(missing_ok=True)
+            raise
 
     target = packages / actual
     if not target.is_dir():

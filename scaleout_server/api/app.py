@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scaleout_server.api import (
     routes_attributes,
+    routes_auth,
     routes_clients,
     routes_combiners,
     routes_control,
@@ -32,7 +33,10 @@ from scaleout_server.api import (
     routes_ui,
     routes_uploads,
 )
+from scaleout_server.api.limits import RequestSizeLimit
 from scaleout_server.api.uploads import UploadArea
+from scaleout_server.auth import rest as auth_rest
+from scaleout_server.auth.authority import Authority
 from scaleout_server.controller.core import Controller
 from scaleout_server.errors import ServerError
 from scaleout_server.repository.base import BlobNotFound
@@ -48,7 +52,11 @@ validations, metrics, statuses, predictions, commands, model updates).
 Lists: `GET /api/v1/<resource>/` with query-string equality filters and headers `X-Limit`
 (0 = all), `X-Skip`, `X-Sort-Key`, `X-Sort-Order` (asc|desc) answer `{"count", "result"}`;
 `/count` answers an integer; `/{id}` one object. Errors are `{"message": ...}`.
-Authentication is off in this version: any `Authorization` header is accepted.
+Authentication: a secured server (`scaleout server start --secure`, `scaleout controller start`)
+requires `Authorization: Bearer <token>` on every route except `/health`, the token exchanges
+(`/api/auth/refresh`, `/api/v1/clients/token`, `/api/v1/clients/enroll`), this description and
+the dashboard's page shells; a missing, bad, expired or revoked token is a 401 and a token of the
+wrong role a 403. In local mode (`scaleout server start`, loopback only) authentication is off.
 """
 
 UNEXPECTED = "An unexpected error occurred"
@@ -142,34 +150,13 @@ class CatchUnexpected:
                 await _message(500, UNEXPECTED)(scope, receive, send)
 
 
-class BodyLimit:
-    """Refuse a request whose declared Content-Length is over the limit before reading it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length":
-                    try:
-                        declared = int(value)
-                    except ValueError:
-                        declared = 0
-                    if declared > self.max_bytes:
-                        response = JSONResponse(status_code=413, content={"message": (
-                            f"The request body ({declared} bytes) is over this server's limit of {self.max_bytes} "
-                            "bytes (setting max_upload_bytes); send large files in chunks via /api/v1/file-upload")})
-                        await response(scope, receive, send)
-                        return
-        await self.app(scope, receive, send)
-
-
-def create_app(controller: Controller) -> FastAPI:
-    """The REST API over `controller`. The caller starts and closes the controller."""
-    app = FastAPI(title="Scaleout Edge controller", description=DESCRIPTION, version="1.0")
+def create_app(controller: Controller, authority: Authority | None = None) -> FastAPI:
+    """The REST API over `controller`. The caller starts and closes the controller. With an
+    `authority`, every route needs a token (see scaleout_server.auth); without, auth is off."""
+    app = FastAPI(title="Scaleout Edge controller", description=DESCRIPTION, version="1.0",
+                  dependencies=[Depends(auth_rest.route_guard)])
     app.state.controller = controller
+    app.state.auth = authority
     uploads = UploadArea(Path(controller.settings.data_dir) / "uploads", controller.store,
                          controller.settings.max_upload_bytes)
     try:
@@ -178,11 +165,13 @@ def create_app(controller: Controller) -> FastAPI:
         log.warning("could not sweep stale uploads: %s", exc)
     app.state.uploads = uploads
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=controller.settings.max_upload_bytes)
+    app.add_middleware(RequestSizeLimit, settings=controller.settings)  # 413 before a body is read
+    if authority is not None:
+        auth_rest.install(app, authority)  # before any body is read; inside CatchUnexpected
     app.add_middleware(CatchUnexpected)
     # Resource-specific routes first: `/clients/config` must win over `/clients/{id}`.
-    for module in (routes_system, routes_ui, routes_clients, routes_combiners, routes_helpers, routes_uploads,
-                   routes_models, routes_packages, routes_sessions, routes_control, routes_attributes,
+    for module in (routes_system, routes_auth, routes_ui, routes_clients, routes_combiners, routes_helpers,
+                   routes_uploads, routes_models, routes_packages, routes_sessions, routes_control, routes_attributes,
                    routes_records):
         app.include_router(module.router)
     routes_ui.mount_static(app)  # the dashboard's CSS and JavaScript at /ui/static

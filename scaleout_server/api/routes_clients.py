@@ -9,9 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from scaleout_server.api.common import ControllerDep, parse_bool
+from scaleout_server.api.limits import check_registration_rate
 from scaleout_server.api.routes_helpers import active_helper
 from scaleout_server.api.routes_packages import NO_ACTIVE
 from scaleout_server.api.schemas import ClientAdd
+from scaleout_server.auth.rest import client_subject
 from scaleout_server.controller.core import Controller
 from scaleout_server.errors import InvalidInput, NotFoundError
 from scaleout_server.store import records as r
@@ -46,7 +48,7 @@ def connection_info(controller: Controller, client: r.ClientRecord, combiner: r.
         "public_hostname": host_only(public),
         "internal_hostname": host_only(combiner.host),
         "port": int(combiner.port),
-        "grpc_secure": False,
+        "grpc_secure": bool(combiner.grpc_secure),  # absent would mean TLS to the official clients
         "helper_type": active_helper(controller.store),
         "package": client.package,
         "combiner_id": combiner.combiner_id,
@@ -56,14 +58,17 @@ def connection_info(controller: Controller, client: r.ClientRecord, combiner: r.
 
 @router.post("/api/v1/clients/add")
 def add_client(body: ClientAdd, request: Request, controller: ControllerDep) -> Any:
-    """Register a client and tell it which combiner to dial (200), or 203 while it waits for a package."""
+    """Register a client and tell it which combiner to dial (200), or 203 while it waits for a package
+    (429 when one client registers more often than registration_rate_limit allows)."""
+    check_registration_rate(request, client_subject(request) or body.client_id)
     package = (body.package or "remote").lower()
     if package not in ("local", "remote"):
         raise InvalidInput(f"package must be 'local' or 'remote', got {body.package!r}")
     if package == "remote" and controller.store.packages.get_active() is None:
         return JSONResponse(status_code=203, content={"message": NO_ACTIVE})
+    # a client token names its client: that id wins over the one asked for (the client adopts it)
     client, combiner = controller.add_client(
-        client_id=body.client_id or None,
+        client_id=client_subject(request) or body.client_id or None,
         name=body.name or None,
         preferred_combiner=body.preferred_combiner or body.combiner_preferred or None,
         package=package,

@@ -4,26 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from scaleout_server.api.common import ControllerDep, root_route
 from scaleout_server.api.listing import to_json
 from scaleout_server.api.schemas import CombinerEvents, CombinerPatch, CombinerRegister
+from scaleout_server.auth.rest import Forbidden, authority_of, combiner_subject
 from scaleout_server.errors import InvalidInput, NotFoundError
 
 router = APIRouter(tags=["combiners"])
 
 
 @root_route(router, "/api/v1/combiners/", "POST")
-def register_combiner(body: CombinerRegister, controller: ControllerDep) -> dict[str, Any]:
-    """A combiner announces itself (same name = same combiner) and learns where models are stored."""
+def register_combiner(body: CombinerRegister, request: Request, controller: ControllerDep) -> dict[str, Any]:
+    """A combiner announces itself (same name = same combiner) and learns where models are stored
+    and, on a secured server, how to check the tokens of its callers."""
+    bound = combiner_subject(request)
+    if bound is not None and body.name != bound:
+        raise Forbidden(f"this combiner token is for the combiner named {bound!r}, not {body.name!r}")
     combiner, repository = controller.register_combiner(body.name, body.host, body.port, body.public_hostname)
-    return {"combiner_id": combiner.combiner_id, "repository": repository, "combiner": to_json(combiner)}
+    if combiner.grpc_secure != body.grpc_secure:  # TLS on or off since it last registered
+        combiner.grpc_secure = body.grpc_secure
+        combiner = controller.store.combiners.update(combiner)
+    reply = {"combiner_id": combiner.combiner_id, "repository": repository, "combiner": to_json(combiner)}
+    authority = authority_of(request)
+    if authority is not None:
+        reply["auth"] = authority.combiner_config()
+    return reply
 
 
 @router.post("/api/v1/combiners/{combiner_id}/events")
-def combiner_events(combiner_id: str, body: CombinerEvents, controller: ControllerDep) -> dict[str, Any]:
+def combiner_events(combiner_id: str, body: CombinerEvents, request: Request,
+                    controller: ControllerDep) -> dict[str, Any]:
     """A batch of records and liveness events from a combiner."""
+    bound = combiner_subject(request)
+    if bound is not None:
+        combiner = controller.store.combiners.get(combiner_id)
+        if combiner is not None and combiner.name != bound:
+            raise Forbidden(f"this combiner token is for the combiner named {bound!r}; it cannot send events "
+                            f"for combiner {combiner.name!r}")
     return {"stored": controller.ingest_events(combiner_id, body.events)}
 
 

@@ -18,6 +18,8 @@ from scaleout_server.store.base import ListQuery, Store
 
 router = APIRouter(tags=["packages"])
 
+SIGNATURE_HEADER = "X-Scaleout-Package-Signature"  # on downloads of signed packages
+
 NO_ACTIVE = "No compute package is active: upload one with scaleout package set-active --file package.tgz -n NAME"
 
 
@@ -53,19 +55,24 @@ def add_package(
     file: UploadFile | None = File(None),
     restart_clients: bool = Form(False),
     abort_ongoing_tasks: bool = Form(False),
+    signature: str | None = Form(None),
 ) -> dict[str, Any]:
     """Store a compute package (tar.gz/tgz/tar.bz2 with scaleout.yaml) and make it the active one.
 
     Either a multipart `file`, or `file_token` from /api/v1/file-upload (official CLI). With
     `restart_clients=true` (official CLI `--restart-clients`) every connected client is asked to
-    restart, aborting its running tasks first when `abort_ongoing_tasks=true`."""
+    restart, aborting its running tasks first when `abort_ongoing_tasks=true`. `signature`: the
+    base64 Ed25519 signature of the archive (`scaleout package sign`), stored with the package and
+    handed to clients with its checksum."""
     helper_type = (helper or active_helper(controller.store)).strip()
+    signature = checked_signature(signature)
     limit = controller.settings.max_package_bytes
     if file is not None:
         if file_size_of(file.file) > limit:
             raise TooLarge(f"The package is over this server's limit of {limit} bytes (setting max_package_bytes)")
         stored_name = safe_file_name(file_name or file.filename, "package.tgz")
-        record = controller.add_package(file.file, stored_name, name or stored_name, description, helper_type)
+        record = controller.add_package(file.file, stored_name, name or stored_name, description, helper_type,
+                                        signature=signature)
     elif file_token:
         upload, stream = uploads.claim(file_token)
         try:
@@ -73,7 +80,8 @@ def add_package(
                 raise TooLarge(f"The package is over this server's limit of {limit} bytes "
                                "(setting max_package_bytes)")
             stored_name = safe_file_name(file_name or upload.file_name, "package.tgz")
-            record = controller.add_package(stream, stored_name, name or stored_name, description, helper_type)
+            record = controller.add_package(stream, stored_name, name or stored_name, description, helper_type,
+                                            signature=signature)
         finally:
             stream.close()
         uploads.discard(upload)
@@ -112,6 +120,8 @@ def download_package(controller: ControllerDep, name: str | None = None) -> Stre
     record = find_package(controller.store, name)
     stream = controller.repository.open("packages", record.storage_file_name)
     headers = {"Content-Disposition": f"attachment; filename={record.file_name}"}
+    if record.signature:
+        headers[SIGNATURE_HEADER] = record.signature
     if record.size:
         headers["Content-Length"] = str(record.size)
     return StreamingResponse(stream_and_close(stream), media_type="application/octet-stream", headers=headers)
@@ -119,6 +129,22 @@ def download_package(controller: ControllerDep, name: str | None = None) -> Stre
 
 @router.get("/api/v1/packages/checksum")
 def package_checksum(controller: ControllerDep, name: str | None = None) -> dict[str, Any]:
-    """SHA-256 of the package archive (name: package name or file name; default the active package)."""
+    """SHA-256 of the package archive (name: package name or file name; default the active package), and its
+    Ed25519 `signature` (null when the package is unsigned)."""
     record = find_package(controller.store, name)
-    return {"checksum": record.checksum, "file_name": record.file_name, "message": "Checksum of the package archive"}
+    return {"checksum": record.checksum, "file_name": record.file_name, "signature": record.signature,
+            "message": "Checksum of the package archive"}
+
+
+def checked_signature(signature: str | None) -> str | None:
+    """A signature form field: None when empty, InvalidInput when it is not a base64 Ed25519 signature."""
+    if signature is None or not signature.strip():
+        return None
+    from scaleoututil.signing import SigningError, decode_signature
+
+    try:
+        decode_signature(signature)
+    except SigningError as exc:
+        raise InvalidInput(f"signature: {exc}; send the contents of the .sig file `scaleout package sign` "
+                           "writes") from exc
+    return signature.strip()

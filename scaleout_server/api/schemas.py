@@ -32,11 +32,16 @@ class ClientAdd(_Body):
     client_version: str | None = None
 
 
+# a host clients and the controller can dial: DNS name, IPv4 or (bracketed or bare) IPv6 literal
+HOSTNAME_PATTERN = r"^[A-Za-z0-9._:\[\]-]{1,253}$"
+
+
 class CombinerRegister(_Body):
-    name: str = Field(min_length=1)
-    host: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    host: str = Field(pattern=HOSTNAME_PATTERN)
     port: int = Field(gt=0, lt=65536)
-    public_hostname: str | None = None
+    public_hostname: str | None = Field(default=None, pattern=HOSTNAME_PATTERN)
+    grpc_secure: bool = False  # the combiner serves gRPC over TLS
 
 
 class CombinerPatch(_Body):

@@ -29,8 +29,9 @@ class StoredModel:
     checksum: str
 
 
-def copy_limited(source: BinaryIO, target: IO[bytes], max_bytes: int, what: str) -> int:
-    """Copy in chunks; TooLarge as soon as the limit is passed (0: no limit)."""
+def copy_limited(source: BinaryIO, target: IO[bytes], max_bytes: int, what: str,
+                 setting: str = "max_upload_bytes") -> int:
+    """Copy in chunks; TooLarge (naming `setting`) as soon as the limit is passed (0: no limit)."""
     total = 0
     while True:
         chunk = source.read(CHUNK_SIZE)
@@ -38,7 +39,7 @@ def copy_limited(source: BinaryIO, target: IO[bytes], max_bytes: int, what: str)
             return total
         total += len(chunk)
         if max_bytes and total > max_bytes:
-            raise TooLarge(f"{what} is larger than the limit of {max_bytes} bytes (setting max_upload_bytes)")
+            raise TooLarge(f"{what} is larger than the limit of {max_bytes} bytes (setting {setting})")
         target.write(chunk)
 
 
@@ -50,15 +51,22 @@ def spooled_copy(source: IO[bytes]) -> IO[bytes]:
     return out
 
 
+def model_size_limit(max_model_bytes: int, max_upload_bytes: int) -> tuple[int, str]:
+    """The limit a model upload meets first, and the setting that raises it (0: unlimited)."""
+    limits = [(n, name) for n, name in ((max_model_bytes, "max_model_bytes"), (max_upload_bytes, "max_upload_bytes"))
+              if n > 0]
+    return min(limits) if limits else (0, "max_model_bytes")
+
+
 def ingest_model(repository: ModelRepository, stream: BinaryIO, helper_type: str,
-                 max_bytes: int = 0) -> StoredModel:
+                 max_bytes: int = 0, setting: str = "max_upload_bytes") -> StoredModel:
     """Accept raw helper bytes (e.g. an NPZ) or a container; store a container with a new id.
 
     InvalidInput when the helper cannot load the parameters, so that a broken seed is refused at
     upload rather than failing the first round.
     """
     with tempfile.TemporaryFile() as upload:
-        copy_limited(stream, upload, max_bytes, "the model file")
+        copy_limited(stream, upload, max_bytes, "the model file", setting)
         if upload.tell() == 0:
             raise InvalidInput(f"not a valid model file for {helper_type}: the file is empty")
         upload.seek(0)

@@ -97,7 +97,7 @@ def test_upload_of_raw_bytes_is_invalid_argument(client: SimClient) -> None:
 
 
 def test_upload_over_the_size_limit_is_resource_exhausted(harness: Harness, client: SimClient) -> None:
-    harness.combiner.server.model_service.max_upload_bytes = 1000
+    harness.combiner.server.model_service.max_model_bytes = 1000
     model = ScaleoutModel.from_model_params([np.random.default_rng(1).random(1000)], "numpyhelper", model_id="u3")
     with pytest.raises(grpc.RpcError) as err:
         client.upload(model)
