@@ -169,7 +169,8 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
               help="URL of the controller to register with, e.g. http://127.0.0.1:8092.")
 @click.option("--host", default=None, help="Address to bind the combiner's gRPC server to.  [default: 127.0.0.1]")
 @click.option("--port", "combiner_port", type=int, default=None, help="gRPC port.  [default: 12080]")
-@click.option("--name", "combiner_name", default=None, help="Unique combiner name: letters, digits, dots, dashes, underscores.  [default: combiner]")
+@click.option("--name", "combiner_name", default=None,
+              help="Unique combiner name: letters, digits, dots, dashes, underscores.  [default: combiner]")
 @click.option("--public-hostname", default=None, help="Host clients dial to reach this combiner.  [default: --host]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for in-flight model updates.  [default: ./scaleout-data]")
@@ -204,6 +205,19 @@ def combiner_start(controller_url: str | None, host: str | None, combiner_port: 
     run_combiner(settings)
 
 
+def _upgrade_embedded_store(settings: Any) -> None:
+    """The embedded default's SQLite file belongs to this one server: bring it to the current schema
+    (an explicit `server migrate` is asked for only where several processes share a database)."""
+    from scaleout_server.store.migration import upgrade
+
+    try:
+        result = upgrade(settings.resolved_store_url())
+    except Exception as exc:  # SchemaMismatch, a damaged file: one line, not a traceback
+        raise click.ClickException(f"cannot open the statestore: {exc}") from exc
+    if result.applied and result.before:
+        click.echo(f"Statestore upgraded from schema revision {result.before} to {result.after}.")
+
+
 @server_group.command("start")
 @click.option("--host", default=None, help="Address to bind API, UI and combiner to.  [default: 127.0.0.1]")
 @click.option("--api-port", type=int, default=None, help="Port of the REST API and UI.  [default: 8092]")
@@ -230,6 +244,8 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
         _refuse_open_host(settings.host, insecure, "`scaleout server start`", "Add --secure (tokens)")
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     _print_settings("Starting Scaleout Edge server (controller + combiner) with settings:", settings)
+    if not settings.store_url:
+        _upgrade_embedded_store(settings)
     child_env = {k: v for k, v in os.environ.items() if k != COMBINER_TOKEN_ENV}
     if secure:
         from scaleout_server.auth.authority import local_combiner_token

@@ -224,3 +224,22 @@ def test_server_migrate_command_creates_the_default_sqlite_database(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert "(empty database)" in result.output and f"applied {BASELINE}" in result.output
     assert (tmp_path / "data" / "scaleout.db").is_file()
+
+
+def test_embedded_server_upgrades_its_own_sqlite_file_and_keeps_the_data(tmp_path: Path) -> None:
+    """`scaleout server start` owns the default SQLite file: it upgrades it instead of refusing."""
+    from scaleout.cli.server_cmd import _upgrade_embedded_store
+    from scaleout_server.settings import ServerSettings
+
+    settings = ServerSettings(data_dir=tmp_path / "data")
+    settings.data_dir.mkdir()
+    url = settings.resolved_store_url()
+    _migrate_to(url, BASELINE)
+    _fill_at_previous_revision(url)
+    _upgrade_embedded_store(settings)
+    assert _revision(url) == head_revision()
+    store = make_store(url)
+    try:
+        assert store.clients.require("c1").attributes == {"zone": "eu", "gpu": True}
+    finally:
+        store.close()
