@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
-from scaleout_server.controller import models
+from scaleout_server.controller import models, recovery
 from scaleout_server.controller.combiners import CombinerRegistry, as_utc
 from scaleout_server.controller.session_config import (
     ACTIVE_HELPER_SETTING,
@@ -77,8 +77,12 @@ class Controller:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Fail what a previous process left running, then start the liveness sweeps."""
-        self._fail_leftovers()
+        """Resume the session a previous process left running (recovery.py), fail anything else it
+        left running, then start the liveness sweeps."""
+        plan = recovery.plan_resume(self.store)
+        self._fail_leftovers(keep=plan.session_id if plan is not None else None)
+        if plan is not None:
+            recovery.resume(self, plan)
         if self._liveness is None:
             self._closing.clear()
             self._liveness = threading.Thread(target=self._liveness_loop, name="liveness", daemon=True)
@@ -100,8 +104,10 @@ class Controller:
             self._liveness = None
         self.registry.close()
 
-    def _fail_leftovers(self) -> None:
+    def _fail_leftovers(self, keep: str | None = None) -> None:
         for session in self.store.sessions.list(ListQuery(filters={"status": SessionStatus.RUNNING.value}))[1]:
+            if session.session_id == keep:
+                continue
             session.status = SessionStatus.FAILED
             session.error = RESTARTED
             session.finished_at = r.utcnow()
@@ -109,6 +115,8 @@ class Controller:
             log.warning("session %s was left running by a previous controller; marked Failed", session.session_id)
         for status in (RoundStatus.PENDING, RoundStatus.RUNNING, RoundStatus.VALIDATING):
             for round_ in self.store.rounds.list(ListQuery(filters={"status": status.value}))[1]:
+                if round_.session_id == keep:
+                    continue
                 round_.status = RoundStatus.FAILED
                 round_.error = RESTARTED
                 round_.finished_at = r.utcnow()

@@ -404,6 +404,9 @@ class SessionRunner:
             "num_examples": outcome.num_examples if outcome else 0.0,
             "updates_received": len(outcome.updates) if outcome else 0,
             "updates_expected": outcome.updates_expected if outcome else len(call.clients),
+            # exactly the updates folded into this combiner's model (the store may hold more for the round:
+            # updates reported by a combiner that was lost before it concluded)
+            "update_ids": [u.model_update_id for u in outcome.updates] if outcome else [],
             "time_wait": outcome.time_wait if outcome else None,
             "time_aggregation": outcome.time_aggregation if outcome else None,
             "aborted": bool(outcome.aborted) if outcome else False,

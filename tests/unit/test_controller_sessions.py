@@ -225,9 +225,10 @@ def test_start_and_stop_reject_bad_requests(env: Env) -> None:
 
 def test_restart_marks_a_running_session_failed(tmp_path: Path) -> None:
     with environment(tmp_path, start=False) as env:
-        seed = env.seed()
+        env.seed()
+        # a session whose model is gone cannot be resumed (recovery.py resumes the others): it is failed
         session = env.store.sessions.add(r.SessionRecord(session_id="s1", name="s", status=SessionStatus.RUNNING,
-                                                         session_config={"model_id": seed}))
+                                                         session_config={"model_id": "gone"}))
         env.store.rounds.add(r.RoundRecord(round_id="r1", session_id=session.session_id, round_number=1,
                                            status=RoundStatus.RUNNING))
         env.controller.start()
