@@ -245,20 +245,35 @@ def active_helper(api: Api) -> str:
     return "numpyhelper"
 
 
+def read_text_file(path: str | None, option: str) -> str | None:
+    """A UTF-8 text file's content (None for no path); a usage error naming the option if unreadable."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=option) from None
+
+
 # -- commands -----------------------------------------------------------------------------------------------
 @session_group.command("start")
 @api_options
 @click.option("-n", "--name", default=None, help="Name of the session")
-@click.option("-a", "--aggregator", default="fedavg", show_default=True, help="The aggregator plugin to use")
+@click.option("-a", "--aggregator", default="fedavg", show_default=True,
+              help="The aggregation strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox, fedmedian, "
+                   "fedtrimmedavg, krum or multikrum (the controller checks the name)")
 @click.option("-ak", "--aggregator_kwargs", "aggregator_kwargs", default=None,
-              help="Aggregator keyword arguments as a JSON object (fedavg takes none)")
+              help="The strategy's keywords as a JSON object, e.g. '{\"server_lr\": 0.01, \"beta1\": 0.9}' "
+                   "(fedavg takes none)")
 @click.option("-m", "--model_id", "model_id", default=None, help="The id of the initial model [default: the newest]")
 @click.option("-rt", "--round_timeout", "round_timeout", type=click.IntRange(min=1), default=180, show_default=True,
               help="The round timeout to use in seconds")
 @click.option("-r", "--rounds", type=click.IntRange(min=1), default=5, show_default=True,
               help="The number of rounds to perform")
-@click.option("-rb", "--round_buffer_size", "round_buffer_size", type=int, default=-1, show_default=True,
-              help="Aggregate when this many updates arrived (-1: all requested clients)")
+@click.option("-rb", "--round_buffer_size", "--buffer-size", "round_buffer_size", type=int, default=-1,
+              show_default=True, help="Aggregate when this many updates arrived (-1: all requested clients); "
+                                      "with --mode async, every this many updates")
 @click.option("-d", "--delete_models", "delete_models", type=click.BOOL, default=True, show_default=True,
               help="Whether to delete client updates after aggregation (save storage)")
 @click.option("-v", "--validate", type=click.BOOL, default=True, show_default=True,
@@ -268,15 +283,26 @@ def active_helper(api: Api) -> str:
               help="The minimum number of clients required")
 @click.option("-rc", "--requested_clients", "requested_clients", type=click.IntRange(min=1), default=8,
               show_default=True, help="The requested number of clients")
+@click.option("--server-functions", "server_functions",
+              type=click.Path(exists=True, dir_okay=False, readable=True), default=None,
+              help="A Python file defining class ServerFunctions (client selection, client settings, aggregation) "
+                   "for the server to run each round")
+@click.option("--mode", type=click.Choice(["sync", "async"]), default=None,
+              help="async: no round barriers; clients train continuously and every --buffer-size updates make a "
+                   "new global model (-r counts these aggregations) [default: sync]")
+@click.option("--staleness-exponent", "staleness_exponent", type=click.FloatRange(min=0), default=None,
+              help="With --mode async: an update trained from a model s versions old weighs "
+                   "num_examples / (1 + s) ** this [default: 0.5]")
 @click.option("--wait", is_flag=True, help="Wait until the session ends and print a per-round summary")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="With --wait: give up waiting after this many seconds [default: no limit]")
 def session_start(api: Api, name: str | None, aggregator: str, aggregator_kwargs: str | None, model_id: str | None,
                   round_timeout: int, rounds: int, round_buffer_size: int, delete_models: bool, validate: bool,
-                  helper: str | None, min_clients: int, requested_clients: int, wait: bool,
-                  timeout: float | None) -> None:
+                  helper: str | None, min_clients: int, requested_clients: int, server_functions: str | None,
+                  mode: str | None, staleness_exponent: float | None, wait: bool, timeout: float | None) -> None:
     """Start a new training session."""
     kwargs = parse_json_object(aggregator_kwargs, "'-ak' / '--aggregator_kwargs'")
+    aggregator = aggregator.strip().lower()  # the registered names are lower case; `-a FedAdam` means fedadam
     if model_id is None:
         model_id = latest_model_id(api)
     if helper is None:
@@ -284,14 +310,18 @@ def session_start(api: Api, name: str | None, aggregator: str, aggregator_kwargs
     config = session_config(aggregator=aggregator, aggregator_kwargs=kwargs, rounds=rounds,
                             round_timeout=round_timeout, buffer_size=round_buffer_size, model_id=model_id,
                             delete_models=delete_models, min_clients=min_clients,
-                            requested_clients=requested_clients, validate=validate, helper=helper)
+                            requested_clients=requested_clients, validate=validate, helper=helper,
+                            server_functions=read_text_file(server_functions, "--server-functions"), mode=mode,
+                            staleness_exponent=staleness_exponent)
     created = api.call("POST", "sessions/", json={"name": name, "seed_model_id": model_id, "session_config": config})
     session_id = created.get("session_id") if isinstance(created, dict) else None
     if not session_id:
         raise ApiError(f"The controller did not return a session id: {str(created)[:200]}")
     api.call("POST", "sessions/start", json={"session_id": session_id, "rounds": rounds,
                                              "round_timeout": round_timeout})
-    click.echo(f"Session {session_id} started: {rounds} round(s), aggregator {aggregator}, model {model_id}.")
+    kind = "asynchronous aggregation(s)" if mode == "async" else "round(s)"
+    click.echo(f"Session {session_id} started: {rounds} {kind}, aggregator {aggregator}, model {model_id}"
+               + (", with server functions." if server_functions else "."))
     if wait:
         wait_for_session(api, session_id, timeout)
     else:

@@ -1,9 +1,17 @@
 """The aggregation strategy interface: how a combiner turns a round's client updates into one model.
 
 Small on purpose. A round calls `configure` once (settings sent to clients), `begin` with the
-global model, `accumulate` once per update as updates stream in (so memory stays at about one
-model plus the accumulator), and `result` at the end. Strategies that keep state between rounds
-of a session (server momentum, for example) expose it through `state_dict`/`load_state_dict`.
+global model, `accumulate` once per update as updates arrive, and `result` at the end. Parameters
+are `params.ParamsView`s (a list of arrays is accepted too): the combiner hands over its stored
+files, and strategies read them a slice at a time, so memory stays bounded whatever the model
+size and the number of updates.
+
+Streaming strategies (`streaming = True`, the default) fold each update in `accumulate` and never
+look at it again, so the combiner deletes it right away. Strategies that need every update at once
+(median, trimmed mean, Krum) set `streaming = False`: `accumulate` only records the update, which
+the combiner keeps readable until `result` has been read; `result` then walks the stored updates
+slice by slice. Strategies that keep state between rounds of a session (server momentum, Adam
+moments) expose it through `state_dict`/`load_state_dict`; the combiner persists it to disk.
 """
 
 from __future__ import annotations
@@ -11,17 +19,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from scaleout_server.aggregation.params import ParamsView
+
 
 class Strategy(ABC):
     """Base class of every aggregation strategy.
 
-    Subclasses set `name` (the value of a session's `aggregator`) and `keywords` (every accepted
-    `aggregator_kwargs` key with its default). Parameters (`params`) are whatever the session's
-    helper loads: for `numpyhelper` a list of numpy arrays.
+    Subclasses set `name` (the value of a session's `aggregator`), `keywords` (every accepted
+    `aggregator_kwargs` key with its default) and may override `check_options` to validate values.
     """
 
     name: ClassVar[str]
     keywords: ClassVar[dict[str, Any]] = {}
+    streaming: ClassVar[bool] = True
+    summary: ClassVar[str] = ""
 
     def __init__(self, helper: Any, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(self.keywords))
@@ -31,6 +42,11 @@ class Strategy(ABC):
                              f"valid keywords: {valid}")
         self.helper = helper
         self.options: dict[str, Any] = {**self.keywords, **kwargs}
+        self.check_options()
+
+    def check_options(self) -> None:
+        """Raise ValueError naming the keyword and its valid range when an option value is unusable."""
+        return None
 
     def configure(self, client_settings: dict[str, Any]) -> dict[str, Any]:
         """Client settings to send with this round's training tasks (default: unchanged)."""
@@ -42,14 +58,16 @@ class Strategy(ABC):
 
     @abstractmethod
     def accumulate(self, params: Any, num_examples: float, metadata: dict[str, Any]) -> None:
-        """Fold one client's update into the round; `num_examples` > 0, `metadata` is the client's meta JSON."""
+        """Take one client's update; `num_examples` > 0, `metadata` is the client's meta JSON.
+        A non-streaming strategy keeps `params` (a view the caller keeps open) until `result`."""
 
     @abstractmethod
-    def result(self) -> Any | None:
-        """The round's aggregated params, or None when nothing was accumulated."""
+    def result(self) -> ParamsView | None:
+        """The round's aggregated params (read them before closing the updates), or None when nothing
+        was accumulated."""
 
     def state_dict(self) -> dict[str, Any]:
-        """State to carry to the session's next round (JSON-able or numpy values)."""
+        """State to carry to the session's next round: JSON-able values and lists of numpy arrays."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

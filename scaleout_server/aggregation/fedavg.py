@@ -1,4 +1,4 @@
-"""Federated averaging: the example-weighted mean of the clients' parameters."""
+"""Federated averaging: the example-weighted mean of the clients' parameters, folded a slice at a time."""
 
 from __future__ import annotations
 
@@ -8,82 +8,98 @@ from typing import Any
 import numpy as np
 
 from scaleout_server.aggregation.base import Strategy
+from scaleout_server.aggregation.params import (
+    ArraySpec,
+    ComputedParams,
+    ParamsView,
+    as_view,
+    block_elements,
+    blocks,
+    cast_to,
+    check_layout,
+    check_numeric,
+)
+
+
+class WeightedMean:
+    """Running sum of weight x update in float64, one slice in memory at a time besides the sums.
+
+    float64 whatever the clients send, so many small updates do not lose precision. The sums take
+    8 bytes per parameter (2 x a float32 model): the one model-sized buffer FedAvg needs.
+    """
+
+    def __init__(self) -> None:
+        self.sums: list[np.ndarray] | None = None
+        self.specs: list[ArraySpec] = []
+        self.weight = 0.0
+        self.count = 0
+
+    def reset(self) -> None:
+        self.sums = None
+        self.specs = []
+        self.weight = 0.0
+        self.count = 0
+
+    def add(self, view: ParamsView, weight: float, reference: Sequence[ArraySpec] | None = None,
+            reference_name: str = "earlier updates") -> None:
+        """Fold `weight` x `view` in. Everything is checked before the sums change, so a rejected
+        update leaves no trace. `reference` fixes the layout (else the first update does)."""
+        weight = float(weight)
+        if not weight > 0 or not np.isfinite(weight):
+            raise ValueError(f"num_examples must be > 0 to weight an update, got {weight!r}")
+        check_numeric(view.specs)
+        if self.sums is not None:
+            check_layout(self.specs, view.specs)
+        elif reference is not None:
+            check_layout(reference, view.specs, reference=reference_name)
+        if self.sums is None:
+            self.specs = list(view.specs)
+            self.sums = [np.zeros(spec.size, dtype=np.float64) for spec in self.specs]
+        step = block_elements(8, 2)
+        scratch = np.empty(min(step, max((s.size for s in self.specs), default=0)), dtype=np.float64)
+        for i, start, stop in blocks(view.specs, step):
+            part = scratch[:stop - start]
+            np.multiply(view.read(i, start, stop), weight, out=part, dtype=np.float64)
+            target = self.sums[i][start:stop]
+            np.add(target, part, out=target)
+        self.weight += weight
+        self.count += 1
+
+    def mean(self, index: int, start: int, stop: int) -> np.ndarray:
+        """float64 mean of elements [start, stop) of array `index` (a new array)."""
+        assert self.sums is not None
+        return self.sums[index][start:stop] / self.weight
 
 
 class FedAvg(Strategy):
-    """Running weighted mean, weight = `num_examples`.
-
-    The mean is kept in float64 whatever the clients send, so many small updates do not lose
-    precision; `result` casts each array back to the dtype it arrived in (integers rounded).
-    """
+    """Example-weighted mean (weight = `num_examples`); each array keeps the dtype of the first update
+    (integers rounded). Across combiners it combines exactly: the controller's reduce weighs each
+    combiner's mean by its examples, which gives the mean over all clients."""
 
     name = "fedavg"
     keywords: dict[str, Any] = {}
+    summary = "example-weighted mean of the updates"
 
     def __init__(self, helper: Any, **kwargs: Any) -> None:
         super().__init__(helper, **kwargs)
-        self._mean: list[np.ndarray] | None = None
-        self._dtypes: list[np.dtype] = []
-        self._weight = 0.0
-        self.count = 0
+        self._mean = WeightedMean()
 
     def begin(self, global_params: Any) -> None:
-        self._mean = None
-        self._dtypes = []
-        self._weight = 0.0
-        self.count = 0
+        self._mean.reset()
 
     def accumulate(self, params: Any, num_examples: float, metadata: dict[str, Any]) -> None:
-        weight = float(num_examples)
-        if not weight > 0:
-            raise ValueError(f"num_examples must be > 0 to weight an update, got {num_examples!r}")
-        arrays = _as_arrays(params)
-        _check_numeric(arrays)
-        if self._mean is None:
-            self._mean = [a.astype(np.float64, copy=True) for a in arrays]
-            self._dtypes = [a.dtype for a in arrays]
-            self._weight = weight
-            self.count = 1
-            return
-        if len(arrays) != len(self._mean):
-            raise ValueError(f"update has {len(arrays)} arrays, earlier updates had {len(self._mean)}")
-        # check every array before touching the mean: a bad update must leave no partial trace
-        for i, (mean, a) in enumerate(zip(self._mean, arrays, strict=True)):
-            if a.shape != mean.shape:
-                raise ValueError(f"array {i} of the update has shape {a.shape}, expected {mean.shape}")
-        self._weight += weight
-        share = weight / self._weight
-        for mean, a in zip(self._mean, arrays, strict=True):
-            mean += share * (a.astype(np.float64, copy=False) - mean)
-        self.count += 1
+        self._mean.add(as_view(params), num_examples)
 
-    def result(self) -> list[np.ndarray] | None:
-        if self._mean is None:
+    def result(self) -> ParamsView | None:
+        if self._mean.count == 0:
             return None
-        out = []
-        for mean, dtype in zip(self._mean, self._dtypes, strict=True):
-            if np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_):
-                out.append(np.rint(mean).astype(dtype))
-            else:
-                out.append(mean.astype(dtype))
-        return out
+        specs = list(self._mean.specs)
+        return ComputedParams(specs, lambda i, start, stop: cast_to(self._mean.mean(i, start, stop), specs[i].dtype))
 
     @property
     def total_weight(self) -> float:
-        return self._weight
+        return self._mean.weight
 
-
-def _check_numeric(arrays: list[np.ndarray]) -> None:
-    """Only numbers (and booleans) can be averaged; anything else would fail halfway through a fold."""
-    for i, a in enumerate(arrays):
-        if not (np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)):
-            raise ValueError(f"array {i} of the update has dtype {a.dtype}; fedavg averages numeric arrays")
-
-
-def _as_arrays(params: Any) -> list[np.ndarray]:
-    """numpyhelper params as a list of arrays (a bare array counts as a one-array model)."""
-    if isinstance(params, np.ndarray):
-        return [params]
-    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
-        return [np.asarray(p) for p in params]
-    raise TypeError(f"fedavg averages a list of numpy arrays (numpyhelper params), got {type(params).__name__}")
+    @property
+    def count(self) -> int:
+        return self._mean.count

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, BinaryIO
 import grpc
 
 from scaleout_server.combiner.client_service import metadata_of
+from scaleout_server.combiner.durable import commit_file
 from scaleout_server.combiner.rounds import is_safe_id, update_file
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
 from scaleoututil.checksum import HashingReader
@@ -42,10 +42,12 @@ class UploadRejected(Exception):
 class ModelService(pb_grpc.ModelServiceServicer):
     """Download from the model repository, Upload into the updates folder (see module docstring)."""
 
-    def __init__(self, repository: ModelRepository, updates_dir: Path, max_upload_bytes: int) -> None:
+    def __init__(self, repository: ModelRepository, updates_dir: Path, max_model_bytes: int,
+                 max_chunk_bytes: int = 0) -> None:
         self.repository = repository
         self.updates_dir = updates_dir
-        self.max_upload_bytes = max_upload_bytes
+        self.max_model_bytes = max_model_bytes  # settings.max_model_bytes (0: no limit)
+        self.max_chunk_bytes = max_chunk_bytes  # settings.max_chunk_bytes (0: only gRPC's message limit)
 
     async def Download(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[pb.FileChunk]:
@@ -103,11 +105,17 @@ class ModelService(pb_grpc.ModelServiceServicer):
                     data = chunk.data
                     if not data:
                         continue
-                    size += len(data)
-                    if size > self.max_upload_bytes:
+                    if self.max_chunk_bytes and len(data) > self.max_chunk_bytes:
                         raise UploadRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                             f"upload exceeds the combiner's limit of {self.max_upload_bytes} bytes "
-                                             "(max_upload_bytes)")
+                                             f"a chunk of {len(data)} bytes is over the combiner's limit of "
+                                             f"{self.max_chunk_bytes} bytes per chunk (setting max_chunk_bytes); "
+                                             "send the model in chunks of 1 MiB")
+                    size += len(data)
+                    if self.max_model_bytes and size > self.max_model_bytes:
+                        raise UploadRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                             f"the model is over the combiner's limit of {self.max_model_bytes} bytes "
+                                             "(setting max_model_bytes); refused after "
+                                             f"{size - len(data)} bytes")
                     # hashing and writing 1 MiB (disk may be slow) happen off the loop that serves every client
                     await asyncio.to_thread(_append, out, digest, data)
             if digest.hexdigest() != checksum:
@@ -115,7 +123,8 @@ class ModelService(pb_grpc.ModelServiceServicer):
                                      f"checksum mismatch: received {size} bytes with sha256 {digest.hexdigest()}, "
                                      f"metadata says {checksum}")
             await asyncio.to_thread(_check_container, tmp, model_id)
-            os.replace(tmp, update_file(self.updates_dir, model_id))
+            # durable before the client hears "received" (a killed combiner loses no acknowledged update)
+            await asyncio.to_thread(commit_file, tmp, update_file(self.updates_dir, model_id))
         finally:
             tmp.unlink(missing_ok=True)
         return size

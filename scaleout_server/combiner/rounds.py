@@ -1,9 +1,11 @@
 """Rounds and task batches on one combiner: queue the tasks, wait for the results, aggregate.
 
-A round lives exactly as long as its `RunRound` call. Updates are folded into the strategy as
-they arrive (one update in memory at a time); an update for a round that is no longer open is
-logged and deleted, never carried into a later round. Every wait is bounded by the round's (or
-batch's) timeout, and an aborted session ends its rounds at once.
+A round lives exactly as long as its `RunRound` call. Updates are handed to the strategy as they
+arrive, read in place from the files the uploads wrote, a slice at a time (`aggregation.job`), so
+memory does not grow with the model count; an update for a round that is no longer open is
+logged and deleted, never carried into a later round. Strategy state (server optimiser moments)
+is saved per session under `<combiner dir>/strategy-state/`, so it survives a restart. Every wait
+is bounded by the round's (or batch's) timeout, and an aborted session ends its rounds at once.
 """
 
 from __future__ import annotations
@@ -12,17 +14,16 @@ import asyncio
 import json
 import logging
 import re
-import shutil
-import tempfile
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from scaleout_server.aggregation.base import Strategy
+from scaleout_server.aggregation.job import AggregationJob
 from scaleout_server.aggregation.registry import make_strategy
+from scaleout_server.aggregation.state import SessionStates
 from scaleout_server.combiner.client_manager import ClientManager, Task, now
 from scaleout_server.combiner.controller_link import EventLink
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
@@ -124,7 +125,7 @@ class Rounds:
     """The open rounds and task batches of this combiner, and how Control calls run them."""
 
     def __init__(self, clients: ClientManager, repository: ModelRepository, link: EventLink, updates_dir: Path,
-                 *, update_grace: float = UPDATE_GRACE) -> None:
+                 *, update_grace: float = UPDATE_GRACE, state_dir: Path | None = None) -> None:
         self.clients = clients
         self.repository = repository
         self.link = link
@@ -132,7 +133,7 @@ class Rounds:
         self.update_grace = update_grace
         self.open: dict[str, TaskGroup] = {}
         self._seen_updates: OrderedDict[str, None] = OrderedDict()
-        self._session_state: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        self.states = SessionStates(state_dir if state_dir is not None else Path(updates_dir).parent / "strategy-state")
 
     def update_path(self, model_id: str) -> Path:
         return update_file(self.updates_dir, model_id)
@@ -148,9 +149,13 @@ class Rounds:
                            or DEFAULT_HELPER)
             helper = _get_helper(helper_type)
             strategy = make_strategy(spec.aggregator or "fedavg", helper, kwargs)
-            kept = self._kept_state(spec.session_id, strategy)
-            await asyncio.to_thread(self._begin, strategy, helper, spec.model_id, kept)
-            client_settings = strategy.configure(client_settings)
+            job = AggregationJob(strategy, helper, self.updates_dir)
+            try:
+                await asyncio.to_thread(self._begin, job, spec.session_id, spec.model_id)
+                client_settings = strategy.configure(client_settings)
+            except BaseException:
+                await asyncio.to_thread(job.close)
+                raise
         except Exception as exc:  # a bad spec or model: the controller gets the reason, not a gRPC failure
             log.error("%s: cannot start: %s", tag, exc)
             return pb.RoundOutcome(error=str(exc))
@@ -177,7 +182,7 @@ class Rounds:
         folded: dict[str, float] = {}
         failed: dict[str, str] = {}
         agg_time = [0.0]
-        worker = asyncio.create_task(self._fold_updates(group, strategy, helper, folded, failed, agg_time))
+        worker = asyncio.create_task(self._fold_updates(group, job, folded, failed, agg_time))
         try:
             await self._wait(group, spec.round_timeout if spec.round_timeout > 0 else 180.0)
             self._close(group)
@@ -191,18 +196,20 @@ class Rounds:
             self._stop_tasks(group, TaskStatus.TIMEOUT.value)
             worker.cancel()
             self._discard_queued(group)
+            job.close()  # only unlinks files: quick enough for the loop, and a cancelled call must not wait
             raise
 
         outcome = pb.RoundOutcome(updates_expected=group.buffer, time_wait=time_wait, aborted=group.aborted)
         t0 = now()
         try:
-            model_id, state = await asyncio.to_thread(self._conclude, strategy, helper, helper_type, bool(folded))
-            outcome.model_id = model_id
-            self._keep_state(spec.session_id, strategy.name, state)
+            outcome.model_id = await asyncio.to_thread(self._conclude, job, spec.session_id, helper_type,
+                                                       bool(folded))
         except Exception as exc:
             log.exception("%s: aggregation failed", tag)
             outcome.error = f"aggregation failed: {exc}"
-        del strategy  # the accumulator is as large as the model: free it before waiting on the event feed
+        finally:
+            await asyncio.to_thread(job.close)
+        del strategy, job  # the accumulator is as large as the model: free it before waiting on the event feed
         agg_time[0] += now() - t0
         outcome.time_aggregation = agg_time[0]
         for cid, accepted in group.updates.items():
@@ -274,9 +281,10 @@ class Rounds:
         for task in group.tasks.values():
             task.on_change = None
 
-    async def _fold_updates(self, group: RoundState, strategy: Strategy, helper: Any, folded: dict[str, float],
+    async def _fold_updates(self, group: RoundState, job: AggregationJob, folded: dict[str, float],
                             failed: dict[str, str], agg_time: list[float]) -> None:
-        """Fold each accepted update into the strategy, one at a time, off the event loop."""
+        """Hand each accepted update to the strategy, one at a time, off the event loop. The job deletes
+        the file (when the session deletes updates) as soon as the strategy no longer needs it."""
         while True:
             accepted = await group.queue.get()
             if accepted is None:
@@ -284,7 +292,8 @@ class Rounds:
             info = accepted.info
             t0 = now()
             try:
-                await asyncio.to_thread(self._fold_one, strategy, helper, accepted)
+                await asyncio.to_thread(job.fold, accepted.path, info.num_examples, json.loads(info.meta or "{}"),
+                                        delete=group.delete_models)
                 folded[info.correlation_id] = info.num_examples
             except Exception as exc:
                 log.error("update %s from client %s could not be aggregated: %s", info.model_update_id,
@@ -292,8 +301,6 @@ class Rounds:
                 failed[info.correlation_id] = f"update {info.model_update_id} could not be aggregated: {exc}"
             finally:
                 agg_time[0] += now() - t0
-                if group.delete_models:
-                    accepted.path.unlink(missing_ok=True)
 
     @staticmethod
     def _discard_queued(group: RoundState) -> None:
@@ -304,39 +311,43 @@ class Rounds:
             if accepted is not None and group.delete_models:
                 accepted.path.unlink(missing_ok=True)
 
-    @staticmethod
-    def _fold_one(strategy: Strategy, helper: Any, accepted: Accepted) -> None:
-        with open(accepted.path, "rb") as stream:
-            params = load_params(helper, stream)
-        strategy.accumulate(params, accepted.info.num_examples, json.loads(accepted.info.meta or "{}"))
-
-    def _begin(self, strategy: Strategy, helper: Any, model_id: str, kept: dict[str, Any] | None) -> None:
-        """Restore the session's strategy state and start the round from the global model (worker
-        thread: loading a large model and a strategy's numpy work would stall every client's poll)."""
-        if kept is not None:
-            strategy.load_state_dict(kept)
-        strategy.begin(self._load_global(model_id, helper))
-
-    def _conclude(self, strategy: Strategy, helper: Any, helper_type: str,
-                  has_updates: bool) -> tuple[str, dict[str, Any]]:
-        """Aggregate, store the new model (id "" when there is none) and take the strategy's session
-        state (worker thread: the numpy work and the container writing are proportional to model size)."""
-        params = strategy.result() if has_updates else None
-        model_id = ""
-        if params is not None:
-            model_id = str(uuid.uuid4())
-            self._write_model(params, helper, helper_type, model_id)
-        return model_id, strategy.state_dict()
-
-    def _load_global(self, model_id: str, helper: Any) -> Any:
+    def _begin(self, job: AggregationJob, session_id: str, model_id: str) -> None:
+        """Restore the session's strategy state and start the round from the global model, copied to the
+        work folder (worker thread: copying a large model would stall every client's poll)."""
         if not model_id:
             raise ValueError("the round has no model_id to train from")
+        state = self.states.load(session_id, job.strategy.name)
         try:
             stream = self.repository.open("models", model_id)
         except BlobNotFound as exc:
-            raise ValueError(f"global model {model_id} is not in the model repository") from exc
+            raise ValueError(f"global model {model_id} is not in the model repository {self.repository.describe()}; "
+                             "the controller and every combiner must share it (the same folder, or S3)") from exc
         with stream:
-            return load_params(helper, stream)
+            job.begin(stream, state)
+
+    def _conclude(self, job: AggregationJob, session_id: str, helper_type: str, has_updates: bool) -> str:
+        """Aggregate, store the new model (id "" when there is none) and save the strategy's session
+        state (worker thread: the numpy work and the container writing are proportional to model size)."""
+        if not has_updates:
+            return ""
+        model_id = str(uuid.uuid4())
+        try:
+            with job.result_container(model_id, helper_type) as stream:
+                if stream is None:
+                    return ""
+                self.repository.put("models", model_id, stream)
+        except BaseException:
+            self._discard_model(model_id)
+            raise
+        self.states.save(session_id, job.strategy.name, job.state_dict())
+        return model_id
+
+    def _discard_model(self, model_id: str) -> None:
+        """A result that failed while being stored must not stay in the repository half-written."""
+        try:
+            self.repository.delete("models", model_id)
+        except Exception as exc:
+            log.warning("could not delete the incomplete model %s: %s", model_id, exc)
 
     def _model_helper_type(self, model_id: str) -> str | None:
         """The helper named in a stored container's metadata (None when absent or unreadable)."""
@@ -350,35 +361,6 @@ class Rounds:
         except (BlobNotFound, InvalidModel, OSError, ValueError):
             return None
         return None
-
-    def _write_model(self, params: Any, helper: Any, helper_type: str, model_id: str) -> None:
-        from scaleoututil.model import write_container
-
-        self.updates_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.updates_dir, prefix=".aggregate-") as tmp:
-            raw = Path(tmp) / "training_model.bin"
-            with open(raw, "wb") as out:
-                helper.save(params, out)
-            container = Path(tmp) / "model.scm"
-            with open(raw, "rb") as training, open(container, "wb") as out:
-                write_container(out, model_id, training, helper_type=helper_type)
-            with open(container, "rb") as stream:
-                self.repository.put("models", model_id, stream)
-
-    def _kept_state(self, session_id: str, strategy: Strategy) -> dict[str, Any] | None:
-        """What the session's previous round left for a strategy of the same name (None: start fresh)."""
-        kept = self._session_state.get(session_id)
-        return kept[1] if kept is not None and kept[0] == strategy.name else None
-
-    def _keep_state(self, session_id: str, strategy_name: str, state: dict[str, Any]) -> None:
-        """Carry `state` to the session's next round (a bounded number of sessions is remembered)."""
-        if not session_id:
-            return
-        if state:
-            self._session_state[session_id] = (strategy_name, state)
-            self._session_state.move_to_end(session_id)
-            while len(self._session_state) > 32:
-                self._session_state.popitem(last=False)
 
     # -- model updates (from SendModelUpdate) ----------------------------------------------
     def receive_update(self, msg: pb.ModelUpdate, client_id: str, client_name: str) -> str:
@@ -501,20 +483,6 @@ class Rounds:
     def _name(self, client_id: str) -> str:
         state = self.clients.clients.get(client_id)
         return state.name if state is not None else ""
-
-
-def load_params(helper: Any, stream: BinaryIO) -> Any:
-    """Params of a container (or of raw helper bytes), through a seekable temporary copy."""
-    from scaleoututil.model import is_container, open_training_model
-
-    with tempfile.TemporaryFile() as tmp:
-        if stream.seekable() and is_container(stream):
-            with open_training_model(stream) as training:
-                shutil.copyfileobj(training, tmp, 1024 * 1024)
-        else:
-            shutil.copyfileobj(stream, tmp, 1024 * 1024)
-        tmp.seek(0)
-        return helper.load(tmp)
 
 
 def _get_helper(helper_type: str) -> Any:

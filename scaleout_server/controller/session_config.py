@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaleout_server.aggregation.registry import available_strategies
+from scaleout_server.aggregation.registry import available_strategies, check_strategy_config
 from scaleout_server.controller.server_functions import check_source
 from scaleout_server.errors import InvalidInput
 from scaleout_server.store.base import Store
@@ -176,6 +176,10 @@ def validate_session_config(raw: dict[str, Any] | None, *, default_helper: str |
             raise InvalidInput(f"unknown aggregator {aggregator!r}; available: {', '.join(known)}")
         config.aggregator = aggregator
     config.aggregator_kwargs = parse_kwargs(raw.get("aggregator_kwargs"))
+    try:  # keywords and their values are checked now, not when the first round fails
+        check_strategy_config(config.aggregator, config.aggregator_kwargs)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     if raw.get("rounds") is not None:
         config.rounds = parse_int("rounds", raw["rounds"], 1)
     if raw.get("round_timeout") is not None:

@@ -87,8 +87,12 @@ def test_custom_command_reaches_an_official_clients_callback(official: Official,
     markers = tmp_path / "markers"
     official.start_client(f"cmd-{label}", weighted, env={"E2E_CONSTANT": "7", "E2E_MARKER_DIR": str(markers)})
     client_id = dep.online_clients()[f"cmd-{label}"]["client_id"]
-    r = dep.post("/api/v1/control/run_command", {"command_type": "echo", "parameters": {"x": 1},
-                                                  "client_ids": [client_id], "synchronous": True, "timeout": 30})
+    def run_command():  # type: ignore[no-untyped-def]  # registered first, polling its combiner a moment later
+        r = dep.post("/api/v1/control/run_command", {"command_type": "echo", "parameters": {"x": 1},
+                                                      "client_ids": [client_id], "synchronous": True, "timeout": 30})
+        return r if r.status_code != 400 or "not connected" not in r.text else None
+
+    r = wait_until(run_command, 15, 0.5, "the client's first poll")
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert [(res["status"], res["response"]) for res in results] == [("COMPLETED", {"echo": {"x": 1},

@@ -39,11 +39,11 @@ def test_given_values_are_kept_and_kwargs_json_is_parsed(env: Env) -> None:
     first = env.seed()
     env.seed()
     session = env.controller.create_session("mine", {
-        "aggregator_kwargs": '{"learning_rate": 0.1}', "rounds": 3, "round_timeout": 2.5, "buffer_size": 4,
+        "aggregator": "fedadam", "aggregator_kwargs": '{"server_lr": 0.1}', "rounds": 3, "round_timeout": 2.5, "buffer_size": 4,
         "clients_required": 2, "requested_clients": 10, "validate": False, "delete_models_storage": "false",
         "model_id": first, "helper_type": "binaryhelper"}, None)
     config = session.session_config
-    assert config["aggregator_kwargs"] == {"learning_rate": 0.1}
+    assert config["aggregator"] == "fedadam" and config["aggregator_kwargs"] == {"server_lr": 0.1}
     assert (config["rounds"], config["round_timeout"], config["buffer_size"]) == (3, 2.5, 4)
     assert (config["clients_required"], config["requested_clients"]) == (2, 10)
     assert config["validate"] is False and config["delete_models_storage"] is False
@@ -58,7 +58,8 @@ def test_seed_model_id_is_the_starting_model(env: Env) -> None:
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({"aggregator": "x"}, "unknown aggregator 'x'; available: fedavg"),
+    ({"aggregator": "x"}, "unknown aggregator 'x'; available: fedadagrad, fedadam, fedavg"),
+    ({"aggregator": "fedadam", "aggregator_kwargs": {"lr": 1}}, "valid keywords"),
     ({"rounds": 0}, "rounds must be an integer >= 1, got 0"),
     ({"rounds": "many"}, "rounds must be an integer >= 1"),
     ({"rounds": True}, "rounds must be an integer >= 1"),

@@ -171,11 +171,13 @@ def test_oversized_declared_body_is_refused_before_it_is_sent(socket_api: int) -
 def test_oversized_chunked_body_is_refused_once_it_passes_the_limit(socket_api: int) -> None:
     sent = 0
 
-    def body() -> Iterator[bytes]:
+    def body() -> Iterator[bytes]:  # a well-formed multipart file part that just keeps going
         nonlocal sent
+        yield (b'--b\r\nContent-Disposition: form-data; name="file"; filename="p.tgz"\r\n'
+               b"Content-Type: application/octet-stream\r\n\r\n")
         for _ in range(100):
             sent += 1
-            yield b"--b\r\n" + b"x" * 4096
+            yield b"x" * 4096
 
     reply = requests.post(f"http://127.0.0.1:{socket_api}/api/v1/packages/", data=body(),
                           headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=10)
