@@ -39,7 +39,8 @@ def test_given_values_are_kept_and_kwargs_json_is_parsed(env: Env) -> None:
     first = env.seed()
     env.seed()
     session = env.controller.create_session("mine", {
-        "aggregator": "fedadam", "aggregator_kwargs": '{"server_lr": 0.1}', "rounds": 3, "round_timeout": 2.5, "buffer_size": 4,
+        "aggregator": "fedadam", "aggregator_kwargs": '{"server_lr": 0.1}', "rounds": 3, "round_timeout": 2.5,
+        "buffer_size": 4,
         "clients_required": 2, "requested_clients": 10, "validate": False, "delete_models_storage": "false",
         "model_id": first, "helper_type": "binaryhelper"}, None)
     config = session.session_config
