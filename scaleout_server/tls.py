@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from scaleout_server.settings import ServerSettings
+from scaleoututil.tlsroots import system_ca_bytes
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,6 @@ def peer_ca_bytes(ca_file: str) -> bytes | None:
     if ca_file:
         return _read(Path(ca_file), "tls_ca_file")
     return system_ca_bytes()
-
-
-def system_ca_bytes() -> bytes | None:
-    """The operating system's CA bundle, for gRPC (which otherwise uses the roots it was built with)."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            try:
-                return Path(candidate).read_bytes()
-            except OSError:
-                continue
-    return None
 
 
 def control_channel(address: str, *, secure: bool, ca_file: str = "",

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from scaleout.client.registration import RegistrationError
+from scaleoututil.tlsroots import system_ca_bytes
 
 CA_FILE_ENV = "SCALEOUT_CA_FILE"
 GRPC_ROOT_ENV = "SCALEOUT_GRPC_ROOT_CERT_PATH"
@@ -139,11 +140,4 @@ def grpc_root_certificates(path: str | None) -> bytes | None:
         return Path(path).read_bytes()
     if os.environ.get(GRPC_DEFAULT_ROOTS_ENV):
         return None
-    defaults = ssl.get_default_verify_paths()
-    for candidate in (defaults.cafile, defaults.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            try:
-                return Path(candidate).read_bytes()
-            except OSError:
-                continue
-    return None
+    return system_ca_bytes()

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 import grpc
 
 from scaleout_server.combiner.client_service import metadata_of
-from scaleout_server.combiner.durable import commit_file
 from scaleout_server.combiner.rounds import is_safe_id, update_file
+from scaleout_server.durable import commit_file
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
 from scaleoututil.checksum import HashingReader
 from scaleoututil.grpc import scaleout_pb2 as pb

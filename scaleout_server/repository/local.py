@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from scaleout_server.durable import fsync_dir
 from scaleout_server.repository.base import BlobNotFound, ModelRepository, check_name
 from scaleoututil.protocol import CHUNK_SIZE
 
@@ -53,7 +54,7 @@ class LocalRepository(ModelRepository):
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return size, digest.hexdigest()
 
     def open(self, namespace: str, key: str) -> BinaryIO:
@@ -80,17 +81,3 @@ class LocalRepository(ModelRepository):
 
     def describe(self) -> dict[str, str]:
         return {"type": "local", "path": str(self.root)}
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless to skip where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaleout_server.combiner import durable
+from scaleout_server import durable
 from scaleout_server.combiner.server import updates_dir_for
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.helpers.helpers import get_helper

@@ -1,4 +1,5 @@
-"""Files that survive a crash: an update is acknowledged to its client only after this has run.
+"""Files that survive a crash: an update is acknowledged to its client only after this has run, and
+the local model repository makes its atomic writes durable the same way.
 
 `os.replace` alone makes the new name visible, not durable: after a power loss or a killed host the
 rename (and the bytes) may be gone although the client was told "received". So the bytes are
