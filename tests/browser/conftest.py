@@ -44,9 +44,9 @@ def chromium_path() -> str:
     return str(CHROMIUM)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped after tests/browser: Playwright's sync API holds an event loop
 def browser(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One Chromium for the whole run, with a fresh profile (user-data-dir)."""
+    """One Chromium for the dashboard tests, with a fresh profile (user-data-dir)."""
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
