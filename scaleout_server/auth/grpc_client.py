@@ -1,4 +1,5 @@
-"""Tokens on outgoing gRPC calls: the controller's Control calls to its combiners.
+"""Tokens on outgoing gRPC calls: the controller's Control calls to its combiners (the combiner
+registry wraps the stubs it hands out when its `call_token` is set).
 
 `AuthorizedStub` wraps a generated stub so that every call (plain, `.future`, `.with_call`)
 carries `authorization: Bearer <token>`, with the token fetched per call so that a long-lived
@@ -45,16 +46,3 @@ class AuthorizedStub:
         if callable(attribute) and not name.startswith("_"):
             return _AuthorizedCallable(attribute, self._token)
         return attribute
-
-
-def authorize_stubs(registry: Any, token: Callable[[], str]) -> None:
-    """Make `registry.stub(combiner)` return stubs that send `token()` with every call.
-
-    The combiner registry builds and caches the channels; this wraps only what it hands out, so
-    the registry itself does not need to know about tokens."""
-    make_stub = registry.stub
-
-    def stub(*args: Any, **kwargs: Any) -> AuthorizedStub:
-        return AuthorizedStub(make_stub(*args, **kwargs), token)
-
-    registry.stub = stub

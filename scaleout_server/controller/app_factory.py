@@ -8,7 +8,6 @@ from fastapi import FastAPI
 
 from scaleout_server.api.app import create_app
 from scaleout_server.auth import open_authority
-from scaleout_server.auth.grpc_client import authorize_stubs
 from scaleout_server.controller.core import Controller
 from scaleout_server.repository.factory import repository_from_settings
 from scaleout_server.settings import ServerSettings
@@ -27,6 +26,6 @@ def build_controller_app(settings: ServerSettings, *, secure: bool = False) -> t
     controller = Controller(settings, store, repository)
     authority = open_authority(settings.data_dir, store) if secure else None
     if authority is not None:
-        authorize_stubs(controller.registry, authority.controller_token)  # before the first Control call
+        controller.registry.call_token = authority.controller_token  # before the first Control call
     controller.start()
     return create_app(controller, authority), controller

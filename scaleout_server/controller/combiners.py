@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
+from scaleout_server.auth.grpc_client import AuthorizedStub
 from scaleout_server.errors import NotFoundError
 from scaleout_server.store import records as r
 from scaleout_server.store.base import ListQuery, Store
@@ -92,6 +93,8 @@ class CombinerRegistry:
     def __init__(self, store: Store, tls_ca_file: str = "") -> None:
         self.store = store
         self.tls_ca_file = tls_ca_file  # CA trusted for combiners that serve TLS (settings.tls_ca_file)
+        # a secured controller sets this: every Control call then carries a fresh controller token
+        self.call_token: Callable[[], str] | None = None
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[str, grpc.Channel]] = {}
         self._last_probe: dict[str, float] = {}
@@ -189,7 +192,7 @@ class CombinerRegistry:
         log.warning("combiner %s marked offline: %s", current.name, reason)
 
     # -- channels --------------------------------------------------------------------------
-    def stub(self, combiner: r.CombinerRecord) -> pb_grpc.ControlStub:
+    def stub(self, combiner: r.CombinerRecord) -> pb_grpc.ControlStub | AuthorizedStub:
         address = combiner_address(combiner)
         with self._lock:
             cached = self._channels.get(combiner.combiner_id)
@@ -200,7 +203,8 @@ class CombinerRegistry:
                                           options=CHANNEL_OPTIONS)
                 self._channels[combiner.combiner_id] = (address, channel)
                 cached = (address, channel)
-        return pb_grpc.ControlStub(cached[1])
+        stub = pb_grpc.ControlStub(cached[1])
+        return AuthorizedStub(stub, self.call_token) if self.call_token else stub
 
     def invalidate(self, combiner_id: str) -> None:
         """Drop the cached channel (after a failure or an address change); the next call dials anew."""

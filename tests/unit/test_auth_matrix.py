@@ -27,7 +27,7 @@ from google.protobuf import message_factory
 from scaleout_server.api.app import create_app
 from scaleout_server.auth import open_authority
 from scaleout_server.auth.authority import Authority
-from scaleout_server.auth.grpc_client import authorize_stubs
+from scaleout_server.auth.grpc_client import AuthorizedStub
 from scaleout_server.auth.grpc_gate import GrpcGate
 from scaleout_server.auth.keys import SigningKeys
 from scaleout_server.auth.policy import GRPC_ROLES, REST_ROLES, rest_roles
@@ -445,18 +445,13 @@ def test_revocation_reaches_the_combiner_with_its_next_list(secured: Secured, co
 def test_controller_stubs_send_a_token_the_combiner_accepts(secured: Secured, combiner: Combiner) -> None:
     from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 
-    class Registry:
-        def stub(self, _combiner: object) -> pb_grpc.ControlStub:
-            return pb_grpc.ControlStub(combiner.channel)
-
-    bare = Registry()
+    bare = pb_grpc.ControlStub(combiner.channel)
     with pytest.raises(grpc.RpcError) as refused:
-        bare.stub(None).ListActiveClients(pb.ClientListRequest(), timeout=GRPC_TIMEOUT)
+        bare.ListActiveClients(pb.ClientListRequest(), timeout=GRPC_TIMEOUT)
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
-    authorized = Registry()
-    authorize_stubs(authorized, secured.authority.controller_token)
-    assert authorized.stub(None).ListActiveClients(pb.ClientListRequest(), timeout=GRPC_TIMEOUT).clients is not None
-    assert authorized.stub(None).ListActiveClients.future(pb.ClientListRequest(), timeout=GRPC_TIMEOUT).result()
+    authorized = AuthorizedStub(bare, secured.authority.controller_token)
+    assert authorized.ListActiveClients(pb.ClientListRequest(), timeout=GRPC_TIMEOUT).clients is not None
+    assert authorized.ListActiveClients.future(pb.ClientListRequest(), timeout=GRPC_TIMEOUT).result()
 
 
 def test_a_combiner_not_yet_registered_answers_unavailable() -> None:
