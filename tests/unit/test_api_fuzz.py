@@ -17,37 +17,23 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 from scaleout_server.api.app import create_app
-from scaleout_server.combiner.controller_link import CallbackLink
-from scaleout_server.combiner.server import CombinerThread
-from scaleout_server.controller.core import Controller
-from scaleout_server.repository.local import LocalRepository
-from scaleout_server.settings import ServerSettings
-from scaleout_server.store.factory import make_store
 from tests.unit.test_api_support import npz_bytes, package_bytes
+from tests.unit.test_controller_with_combiner import running_deployment
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
-    root = tmp_path_factory.mktemp("fuzz")
-    settings = ServerSettings(host="127.0.0.1", combiner_port=0, data_dir=root / "data", combiner_name="c1")
-    store = make_store(f"sqlite:///{root / 'db.sqlite'}")
-    repository = LocalRepository(root / "repository")
-    controller = Controller(settings, store, repository)
-    registered: dict[str, str] = {}  # a real combiner: client registration and sessions find one
-    link = CallbackLink(lambda events: controller.ingest_events(registered["id"], events), batch_interval=0.05)
-    combiner = CombinerThread(settings, repository=repository, link=link)
-    registered["id"] = controller.register_combiner("c1", "127.0.0.1", combiner.start())[0].combiner_id
-    app = create_app(controller)
-    with TestClient(app) as client:  # seed a model and a package: the happy paths run too
-        assert client.post("/api/v1/models/", files={"file": ("seed.npz", npz_bytes(3))}).status_code < 300
-        assert client.post("/api/v1/packages/", files={"file": ("p.tgz", package_bytes())},
-                           data={"name": "p"}).status_code < 300
-        yield app
-        assert client.get("/health").status_code == 200  # still serving after the fuzzing
-    combiner.stop()
-    store.close()
+    # a real combiner beside the controller: client registration and sessions find one
+    with running_deployment(tmp_path_factory.mktemp("fuzz")) as deployment:
+        app = create_app(deployment.controller)
+        with TestClient(app) as client:  # seed a model and a package: the happy paths run too
+            assert client.post("/api/v1/models/", files={"file": ("seed.npz", npz_bytes(3))}).status_code < 300
+            assert client.post("/api/v1/packages/", files={"file": ("p.tgz", package_bytes())},
+                               data={"name": "p"}).status_code < 300
+            yield app
+            assert client.get("/health").status_code == 200  # still serving after the fuzzing
 
 
 @pytest.fixture(scope="module")

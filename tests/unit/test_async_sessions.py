@@ -13,21 +13,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scaleout_server.combiner.controller_link import CallbackLink
-from scaleout_server.combiner.server import CombinerThread
 from scaleout_server.controller import async_sessions, models
-from scaleout_server.controller.core import Controller
 from scaleout_server.controller.fedbuff import BufferedUpdate, buffered_step
 from scaleout_server.repository.local import LocalRepository
-from scaleout_server.settings import ServerSettings
 from scaleout_server.store import records as r
-from scaleout_server.store.base import ListQuery, Store
-from scaleout_server.store.factory import make_store
+from scaleout_server.store.base import ListQuery
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.model import ScaleoutModel
 from scaleoututil.protocol import RoundStatus, SessionStatus
 from tests.unit.test_combiner_support import SimClient, wait_until
 from tests.unit.test_controller_fakes import HELPER, seed_bytes
+from tests.unit.test_controller_with_combiner import Deployment as BaseDeployment
+from tests.unit.test_controller_with_combiner import running_deployment
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,13 +47,7 @@ class TimedClient(SimClient):
         return super()._train(task)
 
 
-@dataclass
-class Deployment:
-    controller: Controller
-    store: Store
-    repository: LocalRepository
-    port: int
-
+class Deployment(BaseDeployment):
     def seed(self, params: list[np.ndarray] | None = None) -> str:
         params = params if params is not None else [np.zeros(3, dtype=np.float32), np.ones(2)]
         return self.controller.add_model(io.BytesIO(seed_bytes(params)), HELPER).model_id
@@ -86,28 +77,14 @@ class Deployment:
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    settings = ServerSettings(host="127.0.0.1", combiner_port=0, data_dir=tmp_path, combiner_name="c1",
-                              client_offline_after=30.0)
-    store = make_store(f"sqlite:///{tmp_path / 'store.db'}")
-    repository = LocalRepository(tmp_path / "repository")
-    controller = Controller(settings, store, repository)
-    controller.start()
-    registered: dict[str, str] = {}
-    link = CallbackLink(lambda events: controller.ingest_events(registered["id"], events), batch_interval=0.05)
-    combiner = CombinerThread(settings, repository=repository, link=link, update_grace=0.3)
-    port = combiner.start()
-    registered["id"] = controller.register_combiner("c1", "127.0.0.1", port)[0].combiner_id
     made: list[SimClient] = []
-    dep = Deployment(controller, store, repository, port)
-    dep.clients = made  # type: ignore[attr-defined]
-    try:
-        yield dep
-    finally:
-        for client in made:
-            client.stop()
-        controller.close()
-        combiner.stop()
-        store.close()
+    with running_deployment(tmp_path, Deployment, update_grace=0.3) as dep:
+        dep.clients = made  # type: ignore[attr-defined]
+        try:
+            yield dep
+        finally:
+            for client in made:
+                client.stop()
 
 
 def client(dep: Deployment, client_id: str, **kwargs: Any) -> TimedClient:

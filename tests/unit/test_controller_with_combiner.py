@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -36,25 +37,37 @@ class Deployment:
         return SimClient(self.port, client_id, **kwargs)
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    settings = ServerSettings(host="127.0.0.1", combiner_port=0, data_dir=tmp_path, combiner_name="c1",
-                              client_offline_after=30.0)
+D = TypeVar("D", bound=Deployment)
+
+
+@contextmanager
+def running_deployment(tmp_path: Path, kind: type[D] = Deployment, update_grace: float = 0.5,  # type: ignore[assignment]
+                       **settings: Any) -> Iterator[D]:
+    """A started controller (SQLite, local folder) with one real combiner on 127.0.0.1 registered with
+    it, both in this process; the combiner's events go straight to the controller."""
+    settings = {"client_offline_after": 30.0, **settings}
+    config = ServerSettings(host="127.0.0.1", combiner_port=0, data_dir=tmp_path, combiner_name="c1", **settings)
     store = make_store(f"sqlite:///{tmp_path / 'store.db'}")
     repository = LocalRepository(tmp_path / "repository")
-    controller = Controller(settings, store, repository)
+    controller = Controller(config, store, repository)
     controller.start()
     registered: dict[str, str] = {}
     link = CallbackLink(lambda events: controller.ingest_events(registered["id"], events), batch_interval=0.05)
-    combiner = CombinerThread(settings, repository=repository, link=link, update_grace=0.5)
+    combiner = CombinerThread(config, repository=repository, link=link, update_grace=update_grace)
     port = combiner.start()
     registered["id"] = controller.register_combiner("c1", "127.0.0.1", port)[0].combiner_id
     try:
-        yield Deployment(controller, store, repository, port)
+        yield kind(controller, store, repository, port)
     finally:
         controller.close()
         combiner.stop()
         store.close()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    with running_deployment(tmp_path) as dep:
+        yield dep
 
 
 def test_two_rounds_with_real_combiner_and_clients(deployment: Deployment) -> None:

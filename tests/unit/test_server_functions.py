@@ -9,27 +9,22 @@ import os
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from scaleout_server.combiner.controller_link import CallbackLink
-from scaleout_server.combiner.server import CombinerThread
 from scaleout_server.controller import models
-from scaleout_server.controller.core import Controller
 from scaleout_server.controller.server_functions import CallFailed, Limits, WorkerProcess
-from scaleout_server.repository.local import LocalRepository
-from scaleout_server.settings import ServerSettings
 from scaleout_server.store import records as r
-from scaleout_server.store.base import ListQuery, Store
-from scaleout_server.store.factory import make_store
+from scaleout_server.store.base import ListQuery
 from scaleoututil.protocol import RoundStatus, SessionStatus
 from scaleoututil.serverfunctions import RoundType, ServerFunctionsBase
 from tests.unit.test_combiner_support import SimClient
 from tests.unit.test_controller_fakes import HELPER, seed_bytes
+from tests.unit.test_controller_with_combiner import Deployment as BaseDeployment
+from tests.unit.test_controller_with_combiner import running_deployment
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,12 +32,7 @@ TIMEOUT = 1.0  # seconds per server-function call in these tests
 MEMORY_MB = 300
 
 
-@dataclass
-class Deployment:
-    controller: Controller
-    store: Store
-    repository: LocalRepository
-    port: int
+class Deployment(BaseDeployment):
 
     def seed(self) -> str:
         return self.controller.add_model(io.BytesIO(seed_bytes([np.zeros(3)])), HELPER).model_id
@@ -64,24 +54,9 @@ class Deployment:
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    settings = ServerSettings(host="127.0.0.1", combiner_port=0, data_dir=tmp_path, combiner_name="c1",
-                              client_offline_after=30.0, server_functions_timeout=TIMEOUT,
-                              server_functions_memory_mb=MEMORY_MB)
-    store = make_store(f"sqlite:///{tmp_path / 'store.db'}")
-    repository = LocalRepository(tmp_path / "repository")
-    controller = Controller(settings, store, repository)
-    controller.start()
-    registered: dict[str, str] = {}
-    link = CallbackLink(lambda events: controller.ingest_events(registered["id"], events), batch_interval=0.05)
-    combiner = CombinerThread(settings, repository=repository, link=link, update_grace=0.5)
-    port = combiner.start()
-    registered["id"] = controller.register_combiner("c1", "127.0.0.1", port)[0].combiner_id
-    try:
-        yield Deployment(controller, store, repository, port)
-    finally:
-        controller.close()
-        combiner.stop()
-        store.close()
+    with running_deployment(tmp_path, Deployment, server_functions_timeout=TIMEOUT,
+                            server_functions_memory_mb=MEMORY_MB) as dep:
+        yield dep
 
 
 @pytest.fixture
