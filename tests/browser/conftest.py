@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import deployment  # noqa: F401  (one running server per module)
 from tests.e2e.deployment import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,20 +71,6 @@ def page(browser: Any) -> Iterator[Any]:
     yield tab
     tab.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """One running server (controller + combiner) per test module; clients are added by the tests."""
-    dep = Deployment(tmp_path_factory.mktemp("deployment"), env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
-    dep.start_server()
-    try:
-        yield dep
-    except BaseException:
-        print(dep.dump_logs())
-        raise
-    finally:
-        dep.close()
 
 
 def screenshot(tab: Any, name: str, docs: bool = True) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import deployment as deployment  # noqa: F401  (one running server per module)
 from tests.e2e.conftest import pytest_runtest_makereport  # noqa: F401  (deployment logs on failure)
 from tests.e2e.deployment import Deployment, Proc, wait_until
 from tests.interop.official import PUBLISHED, REPO, Published, client_env, ensure_venv, for_published_clients
@@ -18,16 +19,6 @@ from tests.interop.official import PUBLISHED, REPO, Published, client_env, ensur
 @pytest.fixture(scope="session", params=PUBLISHED, ids=[r.label for r in PUBLISHED])
 def release(request: pytest.FixtureRequest) -> Published:
     return ensure_venv(request.param)
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    dep = Deployment(tmp_path_factory.mktemp("interop"), env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
-    dep.start_server()
-    try:
-        yield dep
-    finally:
-        dep.close()
 
 
 class Official:
@@ -65,7 +56,7 @@ class Official:
 
 
 @pytest.fixture
-def official(release: Published, deployment: Deployment, tmp_path: Path) -> Iterator[Official]:
+def official(release: Published, deployment: Deployment, tmp_path: Path) -> Iterator[Official]:  # noqa: F811
     yield Official(release, deployment, tmp_path / "home")
     deployment.stop_clients()
     wait_until(lambda: not deployment.online_clients(), 20, 0.2, "stopped clients to be seen offline")
