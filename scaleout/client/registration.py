@@ -156,16 +156,8 @@ class TokenManager:
         if self._enroll_url is not None:
             self._enroll_locked(self._enroll_url)
             return
-        try:
-            response = self._session.post(self.url, json={"refresh_token": self._refresh_token, "role": "client"},
-                                          timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise RegistrationError(f"could not reach {self.url} to exchange the token: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            permanent = 400 <= response.status_code < 500 and response.status_code != 429
-            raise (TokenRefused if permanent else RegistrationError)(
-                f"the server refused the token ({response.status_code} from {self.url}: {_message(response)}); "
-                "check --token")
+        response = self._post(self.url, "exchange the token", "token",
+                              json={"refresh_token": self._refresh_token, "role": "client"})
         try:
             body = response.json()
         except ValueError as exc:
@@ -184,18 +176,24 @@ class TokenManager:
         self._expires_at = expires
         self._next_attempt = 0.0
 
-    def _enroll_locked(self, url: str) -> None:
-        """Trade the enrollment token for this client's own refresh token (and a first access token)."""
+    def _post(self, url: str, action: str, token_kind: str, **kwargs: Any) -> requests.Response:
+        """POST to a token route: RegistrationError when unreachable or failing for now, TokenRefused when
+        the server refuses the token for good (a 4xx other than 429)."""
         try:
-            response = self._session.post(url, json={}, headers={"Authorization": f"Bearer {self._refresh_token}"},
-                                          timeout=self._timeout)
+            response = self._session.post(url, timeout=self._timeout, **kwargs)
         except requests.RequestException as exc:
-            raise RegistrationError(f"could not reach {url} to enroll: {exc}") from exc
+            raise RegistrationError(f"could not reach {url} to {action}: {exc}") from exc
         if not 200 <= response.status_code < 300:
             permanent = 400 <= response.status_code < 500 and response.status_code != 429
             raise (TokenRefused if permanent else RegistrationError)(
-                f"the server refused the enrollment token ({response.status_code} from {url}: {_message(response)}); "
+                f"the server refused the {token_kind} ({response.status_code} from {url}: {_message(response)}); "
                 "check --token")
+        return response
+
+    def _enroll_locked(self, url: str) -> None:
+        """Trade the enrollment token for this client's own refresh token (and a first access token)."""
+        response = self._post(url, "enroll", "enrollment token", json={},
+                              headers={"Authorization": f"Bearer {self._refresh_token}"})
         try:
             body = response.json()
             refresh, access = str(body["refresh_token"]), str(body["access_token"])
