@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -166,6 +168,22 @@ def json_dumps(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database to WAL. The switch needs an exclusive lock and SQLite answers "database is
+    locked" at once, without its busy handler, when processes open a new database together; retry."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _configure_sqlite(engine: Engine, memory: bool) -> None:
     """Pragmas per connection and explicit BEGIN / BEGIN IMMEDIATE (the driver's implicit
     transactions would let a read-then-write transaction fail on lock upgrade)."""
@@ -176,7 +194,7 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         cursor = dbapi_conn.cursor()
         try:
             if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(cursor)
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
