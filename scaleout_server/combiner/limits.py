@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from scaleout_server.auth.grpc_gate import refusing_handler
 from scaleout_server.ratelimit import RateLimiter
 from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID
 
@@ -68,19 +69,3 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         code = grpc.StatusCode.FAILED_PRECONDITION if method in LIVE_METHODS else grpc.StatusCode.RESOURCE_EXHAUSTED
         return refusing_handler(handler, code, message)
 
-
-def refusing_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that ends the call with `code` and `message`."""
-
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-
-    serializers = {"request_deserializer": handler.request_deserializer,
-                   "response_serializer": handler.response_serializer}
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **serializers)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **serializers)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **serializers)
-    return grpc.unary_unary_rpc_method_handler(refuse, **serializers)
