@@ -10,7 +10,9 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -37,6 +39,7 @@ UNREACHABLE_WINDOW = 60.0
 WIRE_CLIENT_VERSION = "1.1.0"  # the client protocol we speak; servers check compatibility against it
 PACKAGES_DIR = Path(".scaleout") / "packages"
 ARCHIVE_DIR = Path(".scaleout") / "package_archive"
+KEEP_PACKAGES = 3  # unpacked packages a client keeps (prune_packages)
 
 
 class RegistrationError(Exception):
@@ -434,6 +437,7 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
     if announced and (packages / announced).is_dir():
         if public_key:
             verify_package_signature(public_key, announced, info.get("signature"), name or "(the active package)")
+        _mark_used(packages / announced)
         logger.info("compute package %s is cached in %s: not downloading it", announced[:12], packages / announced)
         return FetchedPackage(announced, _project_root(packages / announced), downloaded=False)
 
@@ -500,7 +504,38 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
                 archive.unlink(missing_ok=True)
                 raise RegistrationError(f"refusing compute package {filename} (sha256 {actual[:12]}): {exc}") from exc
     logger.info("compute package %s (%s) unpacked into %s", filename, actual[:12], target)
+    _mark_used(target)
+    archive.unlink(missing_ok=True)  # verified and unpacked: the folder is the cache
+    prune_packages(packages)
     return FetchedPackage(actual, _project_root(target), downloaded=True)
+
+
+def _mark_used(folder: Path) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
+def prune_packages(packages: Path, keep: int = KEEP_PACKAGES) -> list[Path]:
+    """Delete all but the `keep` most recently used unpacked packages; return what was deleted.
+
+    Why: every activated package is unpacked once per client, so a long-lived client would keep every
+    version it ever ran. The few most recent stay, so switching back to one is still free, and the one
+    in use (the newest) and the one before it (what a failed switch falls back to) are never deleted.
+    """
+    try:
+        folders = [p for p in packages.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = []
+    for folder in folders[max(keep, 2):]:
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        logger.info("removed %d compute package(s) not used recently from %s", len(removed), packages)
+    return removed
 
 
 def _check_download_size(size: int | str | None, limit: int, filename: str) -> None:

@@ -218,3 +218,22 @@ def test_client_start_refuses_a_bad_package_size_limit() -> None:
     result = CliRunner().invoke(cli, ["client", "start", "-u", "http://127.0.0.1:1", "--max-package-size", "huge"])
     assert result.exit_code == 2
     assert "--max-package-size" in result.output and "'huge' is not a size" in result.output
+
+
+def test_client_keeps_only_its_three_most_recently_used_packages(world: Path) -> None:
+    work = world / "work"
+    fetched = []
+    for version in range(5):
+        data = tgz([(member("v.txt", f"{version}".encode()), f"{version}".encode())])
+        fake = FakeController({
+            "GET /api/v1/packages/checksum": [HttpReply(200, {"checksum": hashlib.sha256(data).hexdigest()})],
+            "GET /api/v1/packages/download": [HttpReply(200, data, {
+                "Content-Type": "application/octet-stream", "Content-Disposition": "attachment; filename=p.tgz"})],
+        })
+        with running_controller(fake) as url:
+            fetched.append(fetch_package(url, work))
+        time.sleep(0.02)  # distinct modification times
+    kept = sorted(p.name for p in (work / ".scaleout" / "packages").iterdir())
+    assert kept == sorted(f.checksum for f in fetched[2:])
+    assert (fetched[-1].folder / "v.txt").read_text() == "4"
+    assert list((work / ".scaleout" / "package_archive").iterdir()) == []  # the unpacked folder is the cache
