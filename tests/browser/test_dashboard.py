@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import screenshot
+from tests.e2e.cluster import assert_params, download_params, seed_params
 from tests.e2e.deployment import Deployment, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -60,7 +61,9 @@ def project(deployment: Deployment) -> Path:
 
 @pytest.fixture(scope="module")
 def seed_model(deployment: Deployment, project: Path) -> str:
-    return deployment.upload_seed(project)
+    """The seed model the Models page test uploaded (or one uploaded with the CLI when it ran alone)."""
+    models = rest_list(deployment, "models")
+    return models[0]["model_id"] if models else deployment.upload_seed(project)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +151,21 @@ def test_packages_upload_in_chunks_and_activate(page: Page, deployment: Deployme
     expect(page.locator(f"tr[data-package-id='{v1['package_id']}']")).to_have_attribute("data-active", "true",
                                                                                           timeout=WAIT_MS)
     screenshot(page, "packages")
+
+
+def test_seed_model_uploads_from_the_models_page(page: Page, deployment: Deployment, project: Path) -> None:
+    dep = deployment
+    dep.cli("run", "build", "-p", "client", cwd=project)
+    open_page(page, dep, "/models")
+    page.get_by_role("button", name="Upload seed model").click()
+    expect(page.locator("form.inline")).to_contain_text("Choose a seed model file first")
+    page.get_by_test_id("seed-file").set_input_files(str(project / "seed.npz"))
+    page.get_by_role("button", name="Upload seed model").click()
+    expect(page.locator("form.inline")).to_contain_text("stored.", timeout=WAIT_MS)
+    (model,) = rest_list(dep, "models")
+    expect(page.locator("form.inline")).to_contain_text(f"Seed model {model['model_id']} stored.")
+    assert_params(download_params(dep, model["model_id"]), seed_params(), added=0.0)
+    expect(page.get_by_test_id("model-trail")).to_contain_text(model["model_id"][:8], timeout=WAIT_MS)
 
 
 def test_session_started_from_the_form_fills_table_and_charts_live(page: Page, deployment: Deployment,

@@ -3,9 +3,9 @@
 // each model's session and round, size, time and a download link. Plus a seed model upload.
 
 import { api, download } from "./api.js";
-import { emptyState, errorBox, errorSlot, fmtBytes, fmtTime, h, progress, section, shortId, update } from "./dom.js";
+import { emptyState, errorSlot, fmtBytes, fmtTime, h, section, shortId, update } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
-import { uploadFile } from "./upload.js";
+import { handleUploadForm } from "./upload.js";
 
 const MAX_MODELS = 1000;
 
@@ -81,28 +81,16 @@ function seedForm(onUploaded) {
     h("label", {}, h("span", {}, "Seed model file (e.g. the seed.npz written by ",
       h("code", {}, "scaleout run build -p client"), ")"), file),
     h("div", { class: "buttons" }, submit), status);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const chosen = file.files[0];
-    if (!chosen) {
-      update(status, errorBox("Choose a seed model file first (e.g. seed.npz)."));
-      return;
-    }
-    submit.disabled = true;
-    try {
-      const token = await uploadFile(chosen, (sent, total) => status.replaceChildren(progress(sent, total)));
+  handleUploadForm(form, {
+    file, status, submit, onUploaded,
+    check: (chosen) => (chosen ? null : "Choose a seed model file first (e.g. seed.npz)."),
+    register: async (chosen, token) => {
       const body = new FormData();
       body.set("file_token", token);
       body.set("name", chosen.name);
       const reply = await api.postForm("models/", body);
-      status.replaceChildren(h("p", { class: "ok-text" }, `Seed model ${reply.model_id} stored.`));
-      file.value = "";
-      onUploaded();
-    } catch (err) {
-      update(status, errorBox(`Upload failed: ${err.message}`));
-    } finally {
-      submit.disabled = false;
-    }
+      return h("p", { class: "ok-text" }, `Seed model ${reply.model_id} stored.`);
+    },
   });
   return form;
 }

@@ -2,9 +2,9 @@
 // them, activate an older one, download.
 
 import { api, download } from "./api.js";
-import { badge, errorBox, errorSlot, fmtBytes, fmtTime, h, progress, section, shortId, table, update } from "./dom.js";
+import { badge, errorSlot, fmtBytes, fmtTime, h, section, shortId, table, update } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
-import { uploadFile } from "./upload.js";
+import { handleUploadForm } from "./upload.js";
 
 const EXTENSIONS = [".tar.gz", ".tgz", ".tar.bz2"];
 
@@ -24,42 +24,30 @@ function uploadForm(onUploaded) {
     h("div", { class: "buttons" }, submit),
     status);
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const chosen = file.files[0];
-    if (!chosen) {
-      update(status, errorBox("Choose a package file first (a .tgz made with `scaleout package create --path client`)."));
-      return;
-    }
-    if (!EXTENSIONS.some((ext) => chosen.name.toLowerCase().endsWith(ext))) {
-      update(status, errorBox(`${chosen.name} is not a package archive: the file must end in ${EXTENSIONS.join(", ")}.`));
-      return;
-    }
-    submit.disabled = true;
-    const bar = progress(0, chosen.size);
-    status.replaceChildren(h("p", {}, `Uploading ${chosen.name}…`), bar);
-    try {
-      const token = await uploadFile(chosen, (sent, total) => status.replaceChildren(
-        h("p", {}, `Uploading ${chosen.name}: ${fmtBytes(sent)} of ${fmtBytes(total)}`), progress(sent, total)));
-      const form = new FormData();
-      form.set("file_token", token);
-      form.set("file_name", chosen.name);
-      form.set("name", name.value.trim() || chosen.name);
-      form.set("description", description.value.trim());
-      form.set("restart_clients", restart.checked ? "true" : "false");
-      const reply = await api.postForm("packages/", form);
+  handleUploadForm(form, {
+    file, status, submit,
+    check: (chosen) => {
+      if (!chosen) return "Choose a package file first (a .tgz made with `scaleout package create --path client`).";
+      if (!EXTENSIONS.some((ext) => chosen.name.toLowerCase().endsWith(ext))) {
+        return `${chosen.name} is not a package archive: the file must end in ${EXTENSIONS.join(", ")}.`;
+      }
+      return null;
+    },
+    register: async (chosen, token) => {
+      const body = new FormData();
+      body.set("file_token", token);
+      body.set("file_name", chosen.name);
+      body.set("name", name.value.trim() || chosen.name);
+      body.set("description", description.value.trim());
+      body.set("restart_clients", restart.checked ? "true" : "false");
+      const reply = await api.postForm("packages/", body);
       const restarted = reply.restarted_clients ? ` Asked ${reply.restarted_clients.length} client(s) to restart.` : "";
-      status.replaceChildren(h("p", { class: "ok-text", "data-testid": "package-uploaded" },
-        `Package ${reply.package.name} uploaded and active (checksum ${reply.package.checksum.slice(0, 12)}…).${restarted}`));
-      file.value = "";
       name.value = "";
       description.value = "";
-      onUploaded();
-    } catch (err) {
-      update(status, errorBox(`Upload failed: ${err.message}`));
-    } finally {
-      submit.disabled = false;
-    }
+      return h("p", { class: "ok-text", "data-testid": "package-uploaded" },
+        `Package ${reply.package.name} uploaded and active (checksum ${reply.package.checksum.slice(0, 12)}…).${restarted}`);
+    },
+    onUploaded,
   });
   return form;
 }

@@ -3,6 +3,7 @@
 // returned file_token is then named in the form POST to models/ or packages/.
 
 import { api, ApiError, request } from "./api.js";
+import { errorBox, fmtBytes, h, progress, update } from "./dom.js";
 
 export const CHUNK_SIZE = 1024 * 1024;
 
@@ -32,4 +33,32 @@ export async function uploadFile(file, onProgress = () => {}) {
     }
     throw err instanceof ApiError ? err : new ApiError(String(err));
   }
+}
+
+// Wire an upload form: on submit, `check(file)` may return a message that stops it; otherwise the
+// chosen file goes up with a progress bar in `status`, then `register(file, fileToken)` names the
+// upload to the API and returns what to show; `onUploaded()` refreshes the page.
+export function handleUploadForm(form, { file, status, submit, check, register, onUploaded }) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const chosen = file.files[0];
+    const problem = check(chosen);
+    if (problem) {
+      update(status, errorBox(problem));
+      return;
+    }
+    submit.disabled = true;
+    status.replaceChildren(h("p", {}, `Uploading ${chosen.name}…`), progress(0, chosen.size));
+    try {
+      const token = await uploadFile(chosen, (sent, total) => status.replaceChildren(
+        h("p", {}, `Uploading ${chosen.name}: ${fmtBytes(sent)} of ${fmtBytes(total)}`), progress(sent, total)));
+      status.replaceChildren(await register(chosen, token));
+      file.value = "";
+      onUploaded();
+    } catch (err) {
+      update(status, errorBox(`Upload failed: ${err.message}`));
+    } finally {
+      submit.disabled = false;
+    }
+  });
 }
