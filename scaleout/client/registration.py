@@ -517,6 +517,13 @@ def _mark_used(folder: Path) -> None:
         pass
 
 
+def _last_used(folder: Path) -> float:
+    try:
+        return folder.stat().st_mtime
+    except OSError:  # removed meanwhile by another client sharing the folder
+        return 0.0
+
+
 def prune_packages(packages: Path, keep: int = KEEP_PACKAGES) -> list[Path]:
     """Delete all but the `keep` most recently used unpacked packages; return what was deleted.
 
@@ -528,8 +535,8 @@ def prune_packages(packages: Path, keep: int = KEEP_PACKAGES) -> list[Path]:
         folders = [p for p in packages.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:
         return []
-    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    removed = []
+    folders.sort(key=_last_used, reverse=True)
+    removed: list[Path] = []
     for folder in folders[max(keep, 2):]:
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
