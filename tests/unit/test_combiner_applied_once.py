@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,21 +16,7 @@ from scaleout_server.combiner.server import updates_dir_for
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.helpers.helpers import get_helper
 from scaleoututil.model import ScaleoutModel
-from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient, running_harness, wait_until
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    with running_harness(tmp_path) as h:
-        yield h
-
-
-@pytest.fixture
-def clients() -> Iterator[list[SimClient]]:
-    started: list[SimClient] = []
-    yield started
-    for c in started:
-        c.stop()
+from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient, wait_until
 
 
 @dataclass

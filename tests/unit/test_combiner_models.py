@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -14,13 +12,7 @@ import pytest
 from scaleout_server.combiner.server import updates_dir_for
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.model import ScaleoutModel
-from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient, running_harness
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    with running_harness(tmp_path) as h:
-        yield h
+from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient
 
 
 @pytest.fixture

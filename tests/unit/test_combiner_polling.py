@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -13,12 +12,6 @@ import pytest
 
 from scaleoututil.grpc import scaleout_pb2 as pb
 from tests.unit.test_combiner_support import Harness, SimClient, running_harness, wait_until
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    with running_harness(tmp_path) as h:
-        yield h
 
 
 def report(cid: str, done: bool, status: str = "RUNNING", response: str = "") -> pb.ActivityReport:

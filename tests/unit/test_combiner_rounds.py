@@ -6,8 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,21 +16,7 @@ from scaleout_server.aggregation.fedavg import FedAvg
 from scaleout_server.combiner.server import updates_dir_for
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
-from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient, running_harness, wait_until
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    with running_harness(tmp_path) as h:
-        yield h
-
-
-@pytest.fixture
-def clients() -> Iterator[list[SimClient]]:
-    started: list[SimClient] = []
-    yield started
-    for c in started:
-        c.stop()
+from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, Harness, SimClient, wait_until
 
 
 def start(clients: list[SimClient], harness: Harness, client_id: str, **kwargs: object) -> SimClient:

@@ -5,7 +5,6 @@ a result that fails while it is stored leaving nothing behind."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,6 @@ from scaleout_server.aggregation.params import ComputedParams, ParamsView
 from scaleout_server.combiner.server import updates_dir_for
 from scaleoututil.grpc import scaleout_pb2 as pb
 from tests.unit.test_combiner_support import SEED_ID, SEED_PARAMS, SimClient, running_harness, store_seed
-
-
-@pytest.fixture
-def clients() -> Iterator[list[SimClient]]:
-    started: list[SimClient] = []
-    yield started
-    for c in started:
-        c.stop()
 
 
 def round_spec(model_id: str, client_ids: list[str], aggregator: str, kwargs: dict[str, object]) -> pb.RoundSpec:
