@@ -11,7 +11,6 @@ import io
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,14 +124,3 @@ def stop_all(procs: list[Any], timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.popen.kill()
             proc.popen.wait(timeout=5)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

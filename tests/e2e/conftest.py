@@ -11,14 +11,9 @@ from tests.e2e.deployment import Deployment
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """One running server per test module (clients come and go per test)."""
     dep = Deployment(tmp_path_factory.mktemp("deployment"), env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
-    dep.start_server()
-    try:
+    with dep.guarded():
+        dep.start_server()
         yield dep
-    except BaseException:
-        print(dep.dump_logs())
-        raise
-    finally:
-        dep.close()
 
 
 @pytest.fixture

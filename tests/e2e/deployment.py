@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,17 @@ class Deployment:
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+    @contextmanager
+    def guarded(self) -> Iterator[Deployment]:
+        """Wraps a test's or fixture's body: prints every process's log when it fails, stops them all after."""
+        try:
+            yield self
+        except BaseException:
+            print(self.dump_logs())
+            raise
+        finally:
+            self.close()
 
     def dump_logs(self) -> str:
         return "\n".join(f"===== {p.name} =====\n{p.output()[-6000:]}" for p in self.procs)

@@ -82,7 +82,7 @@ def test_session_survives_seeded_sigkills_of_controller_combiner_and_client(tmp_
     plan = schedule(rng)
     dep = Deployment(tmp_path, env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
     started = time.monotonic()
-    try:
+    with dep.guarded():
         procs: dict[str, Proc] = {"controller": dep.start_controller(), "combiner": dep.start_combiner("edge-1")}
         project = dep.project("weighted")
         seed_id = dep.upload_seed(project)
@@ -128,8 +128,3 @@ def test_session_survives_seeded_sigkills_of_controller_combiner_and_client(tmp_
         # the killed client came back on its own (the others reconnected to the restarted combiner)
         dep.wait_online(sorted(CLIENTS), timeout=30)
         print(f"[chaos] schedule {plan} done in {time.monotonic() - started:.1f}s")
-    except BaseException:
-        print(dep.dump_logs())
-        raise
-    finally:
-        dep.close()

@@ -35,14 +35,9 @@ def issue(dep: Deployment, role: str, **body: str) -> str:
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     dep = Deployment(tmp_path_factory.mktemp("secure"), env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
-    dep.start_server(secure=True, extra=("--log-level", "debug"))  # debug: the most a log could leak
-    try:
+    with dep.guarded():
+        dep.start_server(secure=True, extra=("--log-level", "debug"))  # debug: the most a log could leak
         yield dep
-    except BaseException:
-        print(dep.dump_logs())
-        raise
-    finally:
-        dep.close()
 
 
 def combiner_token(dep: Deployment) -> str:

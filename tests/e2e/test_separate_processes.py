@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 def test_standalone_controller_and_combiner_train_and_clients_reconnect_after_combiner_restart(
         tmp_path: Path) -> None:
     dep = Deployment(tmp_path, env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
-    try:
+    with dep.guarded():
         dep.start_controller()
         combiner = dep.start_combiner("edge-1")
         project = dep.project("weighted")
@@ -35,11 +35,6 @@ def test_standalone_controller_and_combiner_train_and_clients_reconnect_after_co
         session = dep.wait_session(second, 90)
         assert session["status"] == "Finished", session
         assert "retrying" in client.output() or "unreachable" in client.output()
-    except BaseException:
-        print(dep.dump_logs())
-        raise
-    finally:
-        dep.close()
 
 
 def test_server_start_stops_with_an_error_when_its_combiner_dies(tmp_path: Path) -> None:

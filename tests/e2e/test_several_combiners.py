@@ -30,9 +30,8 @@ from tests.e2e.cluster import (
     seed_params,
     stop_all,
     wait_for_training,
-    wait_until,
 )
-from tests.e2e.deployment import Deployment, Proc
+from tests.e2e.deployment import Deployment, Proc, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -122,6 +121,6 @@ def test_global_model_is_flat_fedavg_and_a_killed_combiner_does_not_stop_the_ses
     assert_params(download_params(dep, rounds[-1]["new_model_id"]), after_first, expected)
     assert combiner_status(dep, "beta") == "offline"
     wait_until(lambda: clients_by_combiner(dep).get("alpha") == sorted(s.name for s in CLIENTS), 10,
-               "every client on alpha")
+               what="every client on alpha")
     for name in doomed:
         assert "moved from combiner" in cluster.clients[name].output()

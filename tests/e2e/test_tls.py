@@ -84,14 +84,9 @@ class TlsDeployment(Deployment):
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDeployment]:
     root = tmp_path_factory.mktemp("tls-deployment")
     dep = TlsDeployment(root, certs=make_certs(root / "certs"), env={"SCALEOUT_CLIENT_OFFLINE_AFTER": "4"})
-    dep.start_server()
-    try:
+    with dep.guarded():
+        dep.start_server()
         yield dep
-    except BaseException:
-        print(dep.dump_logs())
-        raise
-    finally:
-        dep.close()
 
 
 def test_server_over_tls_tells_clients_to_use_tls_and_refuses_plain_http(deployment: TlsDeployment) -> None:

@@ -31,9 +31,8 @@ from tests.e2e.cluster import (
     seed_params,
     stop_all,
     wait_for_training,
-    wait_until,
 )
-from tests.e2e.deployment import Deployment, Proc, scaleout_cmd
+from tests.e2e.deployment import Deployment, Proc, scaleout_cmd, wait_until
 from tests.multihost.netns import Host, HostNetwork, netns_available, remove_stale
 from tests.multihost.relay import TcpRelay
 from tests.storage.services import (
@@ -77,8 +76,8 @@ class HostDeployment(Deployment):
         proc = self._spawn("controller", host.cmd(*scaleout_cmd(
             "controller", "start", "--host", host.address, "--api-port", str(API_PORT),
             "--data-dir", str(self.data_dir))), cwd=self.root, env=self.server_env)
-        wait_until(lambda: self._answers("/health", proc), timeout, "controller")
-        wait_until(self._read_admin_token, 10, "the controller's admin token file")
+        wait_until(lambda: self._answers("/health", proc), timeout, what="controller")
+        wait_until(self._read_admin_token, 10, what="the controller's admin token file")
         return proc
 
     def start_combiners_on(self, hosts: dict[str, Host], timeout: float = 60) -> dict[str, Proc]:
@@ -97,7 +96,7 @@ class HostDeployment(Deployment):
                     raise RuntimeError(f"{proc.name} exited early:\n{proc.output()}")
             return all(combiner_status(self, name) == "online" for name in procs)
 
-        wait_until(registered, timeout, f"combiners {sorted(procs)} to register")
+        wait_until(registered, timeout, what=f"combiners {sorted(procs)} to register")
         return procs
 
     def start_client_on(self, host: Host, name: str, project: Path, env: dict[str, str]) -> Proc:
@@ -246,6 +245,6 @@ def test_multihost_flat_fedavg_and_a_cut_combiner_link_does_not_stop_the_session
     # 3. the link comes back: the combiner reports in again and is online; its late news that the moved
     # clients left it does not take them away from cmb-1
     cluster.combiner_hosts["cmb-2"].restore()
-    wait_until(lambda: combiner_status(dep, "cmb-2") == "online", 30, "cmb-2 online again")
+    wait_until(lambda: combiner_status(dep, "cmb-2") == "online", 30, what="cmb-2 online again")
     time.sleep(1.0)  # the rest of cmb-2's queued events
     assert clients_by_combiner(dep) == {"cmb-1": sorted(s.name for s in CLIENTS)}
