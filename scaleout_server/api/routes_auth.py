@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scaleout_server.api.schemas import TokenRequest
 from scaleout_server.auth import jwt
 from scaleout_server.auth.authority import Authority, TokenRefused
+from scaleout_server.auth.bearer import refusal, token_from_header
 from scaleout_server.auth.jwt import InvalidToken
-from scaleout_server.auth.rest import Forbidden, authority_of, refusal, token_from_header
+from scaleout_server.auth.rest import Forbidden, authority_of
 from scaleout_server.auth.tokens import CREATABLE, Role, parse_duration
 from scaleout_server.errors import Conflict, InvalidInput, NotFoundError, ServerError
 

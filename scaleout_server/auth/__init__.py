@@ -3,8 +3,9 @@
 - `tokens`: kinds, roles and claims; `jwt`: HS256 signing; `keys`: the server secret (0600 file).
 - `authority`: the controller's issuing, exchange, enrollment and revocation (`book`: storage).
 - `policy`: which role may call which REST route and gRPC service (deny by default).
-- `rest`: the REST middleware; `grpc_gate`: the combiner's interceptor; `grpc_client`: tokens on
-  the controller's Control calls; `revocation_sync`: combiners' copy of the revocation list.
+- `rest`: the REST middleware; `grpc_gate`: the combiner's interceptor (both read the header with
+  `bearer`); `grpc_client`: tokens on the controller's Control calls; `revocation_sync`: combiners'
+  copy of the revocation list.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-MD_AUTHORIZATION = "authorization"
+from scaleoututil.protocol import MD_AUTHORIZATION
 
 
 def _with_token(metadata: Sequence[tuple[str, str]] | None, token: str) -> list[tuple[str, str]]:

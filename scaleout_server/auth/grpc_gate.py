@@ -17,17 +17,15 @@ from typing import Any
 
 import grpc
 
+from scaleout_server.auth.bearer import refusal, token_from_header
 from scaleout_server.auth.jwt import InvalidToken
 from scaleout_server.auth.keys import SigningKeys
 from scaleout_server.auth.policy import GRPC_SUBJECT_BOUND, grpc_roles, grpc_service
-from scaleout_server.auth.rest import refusal, token_from_header
 from scaleout_server.auth.tokens import Claims
 from scaleout_server.auth.verifier import TokenVerifier
-from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID
+from scaleoututil.protocol import MD_AUTHORIZATION, MD_CLIENT, MD_CLIENT_ID
 
 log = logging.getLogger(__name__)
-
-MD_AUTHORIZATION = "authorization"
 
 
 class GateMode(StrEnum):

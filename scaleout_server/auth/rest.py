@@ -21,15 +21,14 @@ from starlette.routing import BaseRoute, Mount, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scaleout_server.auth.authority import Authority
-from scaleout_server.auth.jwt import ExpiredToken, InvalidToken
+from scaleout_server.auth.bearer import refusal, token_from_header
+from scaleout_server.auth.jwt import InvalidToken
 from scaleout_server.auth.policy import ADMIN_ONLY, rest_roles
 from scaleout_server.auth.tokens import Claims, Role
-from scaleout_server.auth.verifier import RevokedToken
 from scaleout_server.errors import ServerError
 
 log = logging.getLogger(__name__)
 
-NO_TOKEN_VALUES = frozenset({"", "none", "null", "undefined"})
 STATE_PRINCIPAL = "principal"
 STATE_ENDPOINT = "auth_endpoint"
 
@@ -85,17 +84,6 @@ def match_route(table: list[RouteEntry], method: str, path: str) -> RouteEntry |
     return None
 
 
-def token_from_header(value: str | None) -> str | None:
-    """`Bearer <t>` (any scheme word, e.g. SCALEOUT_AUTH_SCHEME) or a bare token (the official 1.0
-    CLI's package upload sends one); `Bearer None` is the official clients' "no token"."""
-    if not value:
-        return None
-    text = value.strip()
-    parts = text.split(None, 1)
-    token = parts[1].strip() if len(parts) == 2 else text
-    return None if token.lower() in NO_TOKEN_VALUES else token
-
-
 def _answer(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="scaleout"'} if status == 401 else None
     return JSONResponse(status_code=status, content={"message": message}, headers=headers)
@@ -103,14 +91,6 @@ def _answer(status: int, message: str) -> JSONResponse:
 
 NO_TOKEN_MESSAGE = ("this server requires a token: send 'Authorization: Bearer <token>'. The admin token is in "
                     "<data-dir>/auth/admin.token on the server; `scaleout token create` makes more")
-
-
-def refusal(exc: InvalidToken) -> str:
-    if isinstance(exc, ExpiredToken):
-        return "the token has expired; get a new one"
-    if isinstance(exc, RevokedToken):
-        return "the token has been revoked"
-    return f"the token is not valid here ({exc})"
 
 
 class AuthMiddleware:
