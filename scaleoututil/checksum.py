@@ -7,12 +7,13 @@ lowercase hex SHA-256 of the exact bytes sent.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import IO
 
 from scaleoututil.protocol import CHUNK_SIZE
 
 
-def sha256_file(path: str) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's contents."""
     with open(path, "rb") as fh:
         return sha256_stream(fh)

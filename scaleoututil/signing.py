@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from scaleoututil.checksum import sha256_file
 
 STATEMENT_PREFIX = b"scaleout-package-sha256:"
 SIGNATURE_SUFFIX = ".sig"
@@ -118,14 +119,6 @@ def verify_checksum(sha256_hex: str, signature: str, key: Ed25519PublicKey) -> N
                                 "or it was signed with another key") from exc
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def signature_path(archive: str | os.PathLike[str]) -> Path:
     """Where the signature of `archive` is kept: `<archive>.sig`."""
     return Path(f"{archive}{SIGNATURE_SUFFIX}")
@@ -134,7 +127,7 @@ def signature_path(archive: str | os.PathLike[str]) -> Path:
 def sign_file(archive: str | os.PathLike[str], private_key_path: str | os.PathLike[str]) -> Path:
     """Sign `archive` with the key in `private_key_path`; writes and returns `<archive>.sig`."""
     key = load_private_key(private_key_path)
-    signature = sign_checksum(file_sha256(archive), key)
+    signature = sign_checksum(sha256_file(archive), key)
     out = signature_path(archive)
     out.write_text(signature + "\n", encoding="ascii")
     return out

@@ -19,7 +19,8 @@ from scaleout.client.registration import RegistrationError, fetch_package
 from scaleout_server.controller.app_factory import build_controller_app
 from scaleout_server.controller.core import Controller
 from scaleout_server.settings import ServerSettings
-from scaleoututil.signing import file_sha256, load_private_key, load_public_key, sign_checksum, verify_checksum
+from scaleoututil.checksum import sha256_file
+from scaleoututil.signing import load_private_key, load_public_key, sign_checksum, verify_checksum
 from tests.conftest import free_port
 from tests.unit.test_project_package import make_client
 from tests.unit.uvicorn_thread import serving
@@ -103,7 +104,7 @@ def test_signed_package_is_verified_and_unpacked(api: Api, keys: tuple[Path, Pat
     assert "signed (package.tgz.sig)" in activate(api, archive, "signed")
 
     info = requests.get(f"{api.url}/api/v1/packages/checksum", timeout=10).json()
-    assert info["checksum"] == file_sha256(archive)
+    assert info["checksum"] == sha256_file(archive)
     assert info["signature"] == Path(f"{archive}.sig").read_text().strip()
     with requests.get(f"{api.url}/api/v1/packages/download", timeout=10, stream=True) as download:
         assert download.headers["X-Scaleout-Package-Signature"] == info["signature"]
