@@ -22,7 +22,6 @@ logger = logging.getLogger("scaleout.serverfunctions")
 
 _lock = threading.Lock()
 _api: dict[str, Any] = {"host": None, "port": None, "token": None, "client": None}
-_combiner_name: str | None = None
 
 
 def ScaleoutLogger() -> logging.Logger:  # noqa: N802 - the official name
@@ -63,11 +62,9 @@ api_client: Any = _LazyAPIClient()
 
 
 def get_combiner_name() -> str:
-    """The combiner running this code. Our server runs server functions on the controller, for the
-    whole session, so there is none: this raises RuntimeError unless the runtime set a name."""
-    if _combiner_name is None:
-        raise RuntimeError("combiner name not set: server functions run on the controller, not on a combiner")
-    return _combiner_name
+    """The combiner running this code (official API). Our server runs server functions on the controller,
+    for the whole session, so there is none: this always raises RuntimeError."""
+    raise RuntimeError("combiner name not set: server functions run on the controller, not on a combiner")
 
 
 __all__ = ["Any", "Dict", "List", "Optional", "RoundType", "ScaleoutLogger", "ServerFunctionsBase", "Tuple",
