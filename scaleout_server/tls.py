@@ -88,9 +88,8 @@ def grpc_server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)])
 
 
-def uvicorn_ssl_options(settings: ServerSettings) -> dict[str, str]:
-    """`uvicorn.run(..., **options)`: HTTPS with the server certificate, or {} for plain HTTP."""
-    tls = server_tls(settings)
+def uvicorn_ssl_options(tls: ServerTls | None) -> dict[str, str]:
+    """`uvicorn.run(..., **options)`: HTTPS with the checked certificate (`server_tls`), or {} for plain HTTP."""
     if tls is None:
         return {}
     return {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}

@@ -15,11 +15,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from scaleout.cli.groups import combiner_group, controller_group, server_group
+
+if TYPE_CHECKING:
+    from scaleout_server.tls import ServerTls
 
 LOCAL_MODE_WARNING = (
     "Authentication is OFF (local mode): anyone who can reach these ports can use the API and the combiner. "
@@ -86,13 +89,13 @@ def _tls_options(f: Any) -> Any:
                              "`scaleout certs create` makes a development pair.")(f)
 
 
-def _check_tls(settings: Any) -> dict[str, str]:
-    """uvicorn's TLS options; a ClickException naming the file when the TLS settings cannot be used."""
-    from scaleout_server.tls import TlsConfigError, server_tls, uvicorn_ssl_options
+def _check_tls(settings: Any) -> ServerTls | None:
+    """The checked certificate and key (None: TLS off); a ClickException naming the file when the TLS
+    settings cannot be used. Read once per start and passed on."""
+    from scaleout_server.tls import TlsConfigError, server_tls
 
     try:
-        server_tls(settings)
-        return uvicorn_ssl_options(settings)
+        return server_tls(settings)
     except TlsConfigError as exc:
         raise click.ClickException(f"invalid TLS settings: {exc}") from exc
 
@@ -111,14 +114,16 @@ def configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # store/migration.py logs what changed
 
 
-def _run_controller(settings: Any, secure: bool = False) -> None:
+def _run_controller(settings: Any, tls: ServerTls | None, secure: bool = False) -> None:
+    """Serve the controller; `tls` is what `_check_tls(settings)` returned."""
     import uvicorn
 
     from scaleout_server.controller.app_factory import build_controller_app
     from scaleout_server.repository.base import RepositoryError
     from scaleout_server.store.base import StoreError
+    from scaleout_server.tls import uvicorn_ssl_options
 
-    ssl_options = _check_tls(settings)
+    ssl_options = uvicorn_ssl_options(tls)
     try:
         app, controller = build_controller_app(settings, secure=secure)
     except (StoreError, RepositoryError, ValueError) as exc:  # "run scaleout server migrate", "cannot reach S3"
@@ -161,7 +166,7 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
     from scaleout_server.tls import api_url
 
     click.echo(f"REST API and UI: {api_url(settings)}  (OpenAPI at /docs)")
-    _run_controller(settings, secure=True)
+    _run_controller(settings, _check_tls(settings), secure=True)
 
 
 @combiner_group.command("start")
@@ -239,7 +244,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
     --secure authentication is off and the server binds loopback addresses only."""
     configure_logging(log_level)
     settings = _settings(config, host=host, api_port=api_port, combiner_port=combiner_port, data_dir=data_dir, **tls)
-    _check_tls(settings)
+    checked_tls = _check_tls(settings)
     if not secure:
         _refuse_open_host(settings.host, insecure, "`scaleout server start`", "Add --secure (tokens)")
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -289,7 +294,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
     trust = f" --ca-file {settings.tls_ca_file}" if settings.tls_ca_file else ""
     click.echo(f"Start clients with: scaleout client start --api-url {api_url}{trust}")
     try:
-        _run_controller(settings, secure=secure)
+        _run_controller(settings, checked_tls, secure=secure)
     except KeyboardInterrupt:
         pass
     finally:

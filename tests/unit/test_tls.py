@@ -79,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[S
                               tls_ca_file=str(certs.ca))
     app, controller = build_controller_app(settings)
     try:
-        with serving(app, settings.api_port, **uvicorn_ssl_options(settings)):
+        with serving(app, settings.api_port, **uvicorn_ssl_options(server_tls(settings))):
             api_url = f"https://127.0.0.1:{settings.api_port}"
             combiner = CombinerThread(replace(settings, controller_url=api_url))  # registers over HTTPS, verified
             combiner.start()
