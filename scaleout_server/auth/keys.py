@@ -15,6 +15,8 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,10 @@ def auth_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / AUTH_DIR
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to a new file readable by this user only (0600), atomically."""
+@contextmanager
+def _private_temp(path: Path, text: str) -> Iterator[Path]:
+    """A new 0600 file next to `path` holding `text`, on disk; the caller moves or links it into place
+    (so no reader sees it half-written) and it is removed afterwards if still there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -43,9 +47,15 @@ def write_private(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file readable by this user only (0600), atomically."""
+    with _private_temp(path, text) as tmp:
+        os.replace(tmp, path)
 
 
 def read_private(path: Path) -> str:
@@ -92,17 +102,15 @@ def load_or_create_secret(data_dir: str | os.PathLike[str]) -> bytes:
     reads the winner's file instead of writing its own."""
     path = auth_dir(data_dir) / SECRET_FILE
     if not path.exists():
-        # written to a temporary file, then linked into place: a reader never sees a half-written
-        # secret, and a racing process's link fails instead of overwriting the winner's
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        write_private(tmp, base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii") + "\n")
-        try:
-            os.link(tmp, path)
-            log.info("created the server secret %s", path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        # linked into place rather than replaced: a racing process's link fails instead of
+        # overwriting the winner's secret
+        fresh = base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii") + "\n"
+        with _private_temp(path, fresh) as tmp:
+            try:
+                os.link(tmp, path)
+                log.info("created the server secret %s", path)
+            except FileExistsError:
+                pass
     text = read_private(path)
     try:
         secret = base64.b64decode(text, validate=True)
