@@ -14,6 +14,7 @@ import click
 from scaleout.cli.api_options import Api, api_options, output_option
 from scaleout.cli.groups import token_group
 from scaleout.cli.output import console, dump, show_list
+from scaleoututil.jwtpeek import jwt_payload
 
 ROLES = ("client", "admin", "combiner", "enrollment")
 ADMIN_TOKEN_FILE = Path("auth") / "admin.token"
@@ -86,17 +87,13 @@ def token_list(api: Api, data_dir: str, output: str) -> None:
 
 def _token_id(text: str) -> str:
     """A token id, or the id inside a whole token pasted instead (its `jti` claim)."""
-    import base64
-    import json
-
-    parts = text.strip().split(".")
-    if len(parts) == 3:
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-            return str(claims["jti"])
-        except (ValueError, KeyError, TypeError):
-            raise click.BadParameter("this looks like a token but carries no id (jti)") from None
-    return text.strip()
+    text = text.strip()
+    if len(text.split(".")) != 3:
+        return text
+    claims = jwt_payload(text)
+    if claims is None or "jti" not in claims:
+        raise click.BadParameter("this looks like a token but carries no id (jti)")
+    return str(claims["jti"])
 
 
 @token_group.command("revoke")

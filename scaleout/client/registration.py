@@ -6,9 +6,7 @@ because this is where a misconfigured client (wrong URL, bad token, no package) 
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 import os
 import re
@@ -27,6 +25,7 @@ from scaleout.client.connection import Backoff
 from scaleout.project.package import ARCHIVE_SUFFIXES
 from scaleoututil.api.client import LOCAL_HOSTS
 from scaleoututil.api.upload import error_message as _message
+from scaleoututil.jwtpeek import jwt_payload
 
 logger = logging.getLogger(__name__)
 
@@ -81,26 +80,13 @@ def api_base_url(url: str, port: int | str | None = None) -> str:
 
 def _jwt_expiry(token: str) -> float | None:
     """The `exp` claim of a JWT (unverified: only used to know when to refresh)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, json.JSONDecodeError):
-        return None
-    exp = payload.get("exp") if isinstance(payload, dict) else None
+    exp = (jwt_payload(token) or {}).get("exp")
     return float(exp) if isinstance(exp, int | float) else None
 
 
 def _jwt_role(token: str) -> str | None:
     """The `role` claim of a JWT (unverified: it only picks the exchange, as the official 1.1 client does)."""
-    parts = token.split(".")
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))) if len(parts) == 3 \
-            else None
-    except (ValueError, json.JSONDecodeError):
-        return None
-    role = payload.get("role") if isinstance(payload, dict) else None
+    role = (jwt_payload(token) or {}).get("role")
     return role if isinstance(role, str) else None
 
 
@@ -314,34 +300,41 @@ def _filename(response: requests.Response) -> str | None:
     return Path(match.group(1)).name if match else None
 
 
-def _get_package_info(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
-                      ) -> dict[str, Any]:
-    """`GET /packages/checksum`: {"checksum", "signature"?, ...}, or {} when the server cannot say."""
-    params = {"name": name} if name else None
+def _request_package_info(session: requests.Session, api_url: str, name: str | None, headers: dict[str, str]
+                          ) -> dict[str, Any]:
+    """`GET /packages/checksum` of the active package (or the one called `name`): the server's answer, which
+    carries the "checksum" (and the "signature" of a signed package); RegistrationError when it cannot say."""
+    url = f"{api_url}/api/v1/packages/checksum"
     try:
-        response = session.get(f"{api_url}/api/v1/packages/checksum", params=params, headers=_headers(token),
-                               timeout=REST_TIMEOUT)
+        response = session.get(url, params={"name": name} if name else None, headers=headers, timeout=REST_TIMEOUT)
     except requests.RequestException as exc:
-        logger.debug("checksum request failed: %s", exc)
-        return {}
+        raise RegistrationError(f"cannot ask {url} for the current package: {exc}") from exc
     if response.status_code != 200:
-        logger.debug("checksum request (name=%s) answered %s: %s", name, response.status_code, _message(response))
-        return {}
+        raise RegistrationError(f"{url} answered {response.status_code}: {_message(response)}")
     try:
         body = response.json()
-    except ValueError:
+        checksum = body.get("checksum")
+    except (ValueError, AttributeError) as exc:
+        raise RegistrationError(f"{url} answered without a checksum: {response.text[:200]!r}") from exc
+    if not checksum:
+        raise RegistrationError(f"{url} answered without a checksum")
+    return body
+
+
+def _get_package_info(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
+                      ) -> dict[str, Any]:
+    """Like _request_package_info, but {} when the server cannot say (fetch_package decides what that means)."""
+    headers = _headers(token)  # outside the try: a token failure propagates, it is not the server's answer
+    try:
+        return _request_package_info(session, api_url, name, headers)
+    except RegistrationError as exc:
+        logger.debug("checksum request (name=%s) failed: %s", name, exc)
         return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _checksum_of(info: dict[str, Any]) -> str | None:
     checksum = info.get("checksum")
     return str(checksum).lower() if checksum else None
-
-
-def _get_checksum(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
-                  ) -> str | None:
-    return _checksum_of(_get_package_info(session, api_url, name, token))
 
 
 def verify_package_signature(public_key: str, checksum: str, signature: Any, label: str) -> None:
@@ -389,30 +382,8 @@ def current_package_checksum(api_url: str, *, name: str | None = None, token: To
     """The SHA-256 of the package the server hands out now (the active one, or the one called `name`).
 
     One small GET, cheap enough to ask before work; RegistrationError when the server cannot say."""
-    session = session or requests.Session()
-    url = f"{api_url}/api/v1/packages/checksum"
-    try:
-        response = session.get(url, params={"name": name} if name else None, headers=_headers(token),
-                               timeout=REST_TIMEOUT)
-    except requests.RequestException as exc:
-        raise RegistrationError(f"cannot ask {url} for the current package: {exc}") from exc
-    if response.status_code != 200:
-        raise RegistrationError(f"{url} answered {response.status_code}: {_message(response)}")
-    try:
-        checksum = response.json().get("checksum")
-    except (ValueError, AttributeError) as exc:
-        raise RegistrationError(f"{url} answered without a checksum: {response.text[:200]!r}") from exc
-    if not checksum:
-        raise RegistrationError(f"{url} answered without a checksum")
-    return str(checksum).lower()
-
-
-def fetch_remote_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,
-                         session: requests.Session | None = None, max_bytes: int | None = None,
-                         public_key: str | None = None) -> Path:
-    """Download, verify (sha256) and unpack the server's compute package; return its project folder."""
-    return fetch_package(api_url, workdir, name=name, token=token, session=session, max_bytes=max_bytes,
-                         public_key=public_key).folder
+    info = _request_package_info(session or requests.Session(), api_url, name, _headers(token))
+    return str(info["checksum"]).lower()
 
 
 def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token: TokenManager | None = None,

@@ -18,7 +18,7 @@ from scaleout.client.registration import (
     TokenManager,
     TokenRefused,
     api_base_url,
-    fetch_remote_package,
+    fetch_package,
     register_client,
 )
 from tests.unit.test_client_fakes import (
@@ -170,8 +170,8 @@ def test_remote_package_is_verified_unpacked_and_reused(tmp_path: Path) -> None:
     fake = FakeController(package_routes(archive, checksum))
     work = tmp_path / "work"
     with running_controller(fake) as url:
-        project = fetch_remote_package(url, work)
-        again = fetch_remote_package(url, work)
+        project = fetch_package(url, work).folder
+        again = fetch_package(url, work).folder
     assert project == again == work / ".scaleout" / "packages" / checksum
     assert (project / "startup.py").is_file()
     assert len(fake.calls("GET /api/v1/packages/download")) == 1
@@ -183,7 +183,7 @@ def test_package_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
     archive = package_bytes(write_project(tmp_path / "src"))
     fake = FakeController(package_routes(archive, "ab" * 32))
     with running_controller(fake) as url, pytest.raises(RegistrationError, match="corrupt or was tampered"):
-        fetch_remote_package(url, tmp_path / "work")
+        fetch_package(url, tmp_path / "work")
     assert not (tmp_path / "work" / ".scaleout" / "packages").exists() or not any(
         (tmp_path / "work" / ".scaleout" / "packages").iterdir())
 
@@ -191,14 +191,14 @@ def test_package_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
 def test_missing_package_says_how_to_provide_one(tmp_path: Path) -> None:
     fake = FakeController({"GET /api/v1/packages/download": [HttpReply(404, {"message": "no active package"})]})
     with running_controller(fake) as url, pytest.raises(RegistrationError, match="--local-package"):
-        fetch_remote_package(url, tmp_path)
+        fetch_package(url, tmp_path)
 
 
 def test_named_package_is_requested_by_name(tmp_path: Path) -> None:
     archive = package_bytes(write_project(tmp_path / "src"))
     fake = FakeController(package_routes(archive, hashlib.sha256(archive).hexdigest()))
     with running_controller(fake) as url:
-        fetch_remote_package(url, tmp_path / "work", name="v2")
+        fetch_package(url, tmp_path / "work", name="v2")
     [(_, path, _, _)] = fake.calls("GET /api/v1/packages/download")
     assert path.endswith("?name=v2")
 
@@ -223,7 +223,7 @@ def test_a_download_that_breaks_off_leaves_no_partial_file(tmp_path: Path) -> No
     thread.start()
     try:
         with pytest.raises(RegistrationError, match="package download .* failed"):
-            fetch_remote_package(f"http://127.0.0.1:{server.server_address[1]}", tmp_path)
+            fetch_package(f"http://127.0.0.1:{server.server_address[1]}", tmp_path)
     finally:
         server.shutdown()
         server.server_close()
