@@ -201,11 +201,7 @@ class Connection:
         with self._lock:
             if self._closed or (seen_generation is not None and seen_generation != self._generation):
                 return
-            old = self._channel
-            self._channel = self._make_channel()
-            self._combiner = pb_grpc.CombinerClientStub(self._channel)
-            self._models = pb_grpc.ModelServiceStub(self._channel)
-            self._generation += 1
+            old = self._swap_channel_locked()
             self._retired.append(old)
         timer = threading.Timer(OLD_CHANNEL_GRACE, self._close_retired, args=(old,))
         timer.daemon = True
@@ -221,20 +217,27 @@ class Connection:
         with self._lock:
             if self._closed:
                 return
-            old, previous = self._channel, self.target
+            previous = self.target
             self.target = target
             try:
-                self._channel = self._make_channel()
+                old = self._swap_channel_locked()
             except BaseException:
                 self.target = previous
                 raise
-            self._combiner = pb_grpc.CombinerClientStub(self._channel)
-            self._models = pb_grpc.ModelServiceStub(self._channel)
-            self._generation += 1
             retired, self._retired = [old, *self._retired], []
         for channel in retired:
             channel.close()
         logger.info("now dialling combiner %s (was %s)", target.address, previous.address)
+
+    def _swap_channel_locked(self) -> grpc.Channel:
+        """Dial `self.target` on a fresh channel, point both stubs at it and start a new generation; returns
+        the old channel for the caller to close. Called with `_lock` held; changes nothing if dialling fails."""
+        old = self._channel
+        self._channel = self._make_channel()
+        self._combiner = pb_grpc.CombinerClientStub(self._channel)
+        self._models = pb_grpc.ModelServiceStub(self._channel)
+        self._generation += 1
+        return old
 
     def _close_retired(self, channel: grpc.Channel) -> None:
         with self._lock:
