@@ -33,7 +33,7 @@ from scaleout.project.commands import (
     CommandResult,
     CommandStopped,
     child_environment,
-    parse_command,
+    entry_point_argv,
     run_command,
 )
 from scaleout.project.config import DISPATCHER_TASKS, ProjectConfig, ProjectError
@@ -62,15 +62,8 @@ class Dispatcher:
         self.commands: dict[str, list[str]] = {}
         for task in DISPATCHER_TASKS:
             if task in REQUIRED_TASKS or task in (project.raw.get("entry_points") or {}):
-                self.commands[task] = self._parse(task, project.command(task))
-        self.startup_command = (self._parse("startup", project.commands["startup"])
-                                if "startup" in project.commands else None)
-
-    def _parse(self, task: str, line: str) -> list[str]:
-        try:
-            return parse_command(line)
-        except ValueError as exc:
-            raise ProjectError(f"{self.project.project_file}: entry_points.{task}.command: {exc}") from exc
+                self.commands[task] = entry_point_argv(project, task)
+        self.startup_command = entry_point_argv(project, "startup") if "startup" in project.commands else None
 
     # -- wiring ---------------------------------------------------------------------------------
     def register(self, client: EdgeClient) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scaleout.project.commands import CommandStopped, child_environment, parse_command, run_command
+from scaleout.project.commands import CommandStopped, child_environment, entry_point_argv, run_command
 from scaleout.project.config import ProjectConfig, ProjectError, load_project
 from scaleout.project.loader import call_entrypoint
 
@@ -63,10 +63,7 @@ def build_output_dir(output_dir: Path | str | None = None) -> Path:
 def run_build_command(project: ProjectConfig, output_dir: Path) -> None:
     """Run `entry_points.build.command` in the project folder with SCALEOUT_BUILD_OUTPUT_DIR=output_dir."""
     line = project.commands["build"]
-    try:
-        argv = parse_command(line)
-    except ValueError as exc:
-        raise ProjectError(f"{project.project_file}: entry_points.build.command: {exc}") from exc
+    argv = entry_point_argv(project, "build")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

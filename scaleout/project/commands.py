@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from scaleout.project.config import ProjectConfig, ProjectError
+from scaleout.project.environment import in_virtualenv
+
 STDERR_TAIL_LINES = 20
 MAX_LINE_CHARS = 500  # a tail line longer than this is cut (progress bars write very long lines)
 TERMINATE_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command is stopped
@@ -82,10 +85,19 @@ def parse_command(command: str, python: str | None = None) -> list[str]:
     return argv
 
 
+def entry_point_argv(project: ProjectConfig, name: str) -> list[str]:
+    """The argv of dispatcher entry point `name` (ProjectConfig.command split by parse_command); ProjectError
+    naming the project file and key when the project lacks it or its line cannot be split."""
+    try:
+        return parse_command(project.command(name))
+    except ValueError as exc:
+        raise ProjectError(f"{project.project_file}: entry_points.{name}.command: {exc}") from exc
+
+
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Our environment, with the running interpreter's virtual environment activated, plus `extra`."""
     env = dict(os.environ)
-    if sys.prefix != sys.base_prefix:  # running inside a venv: let scripts' own `python`/`pip` find it too
+    if in_virtualenv():  # running inside a venv: let scripts' own `python`/`pip` find it too
         bin_dir = str(Path(sys.executable).parent)
         path = env.get("PATH", "")
         if path.split(os.pathsep)[:1] != [bin_dir]:
