@@ -112,8 +112,8 @@ class ClientRuntime:
         self.stop_reason = ""
         self.api_url = ""
         self.token: TokenManager | None = None
-        self.trust = ClientTrust()
-        self.http: requests.Session = self.trust.session()
+        self.trust: ClientTrust | None = None  # start() resolves both from --ca-file and the environment
+        self.http: requests.Session | None = None
         self.assignment: Assignment | None = None
         self.connection: Connection | None = None
         self.outbox: Outbox | None = None
@@ -387,9 +387,10 @@ class ClientRuntime:
 
 def grpc_target(assignment: Assignment, root_cert_path: str | None = None) -> GrpcTarget:
     """The combiner the controller assigned, with TLS as it (or SCALEOUT_GRPC_SECURE) says; TLS trusts
-    `root_cert_path` (default SCALEOUT_GRPC_ROOT_CERT_PATH), else the system store."""
+    `root_cert_path` (ClientTrust.grpc_root_cert_path(): --ca-file, else SCALEOUT_GRPC_ROOT_CERT_PATH),
+    else the system store."""
     return GrpcTarget(host=assignment.host, port=assignment.port, secure=decide_tls(assignment.grpc_secure),
-                      root_cert_path=root_cert_path or os.environ.get("SCALEOUT_GRPC_ROOT_CERT_PATH") or None)
+                      root_cert_path=root_cert_path)
 
 
 def _check_public_key(path: str) -> None:
