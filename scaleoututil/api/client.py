@@ -234,8 +234,12 @@ class APIClient:
                            progress: ProgressCallback | None = None, signature: str | None = None) -> Any:
         """Upload a compute package archive and make it the active package. `signature`: its base64 Ed25519
         signature (scaleoututil.signing); by default the contents of `<path>.sig` when that file exists."""
-        if signature is None and Path(f"{path}.sig").is_file():
-            signature = Path(f"{path}.sig").read_text(encoding="ascii").strip()
+        if signature is None:
+            from scaleoututil.signing import signature_path  # here: importing APIClient must not load cryptography
+
+            sig_file = signature_path(path)
+            if sig_file.is_file():
+                signature = sig_file.read_text(encoding="ascii").strip()
         try:
             token = self.upload_file(path, progress=progress)
         except UploadError as err:
