@@ -27,12 +27,14 @@ class Strategy(ABC):
 
     Subclasses set `name` (the value of a session's `aggregator`), `keywords` (every accepted
     `aggregator_kwargs` key with its default) and may override `check_options` to validate values.
+    A strategy that reads the global model in `begin` sets `uses_global_model`: the others get None,
+    so a round does not copy the global model for nothing.
     """
 
     name: ClassVar[str]
     keywords: ClassVar[dict[str, Any]] = {}
     streaming: ClassVar[bool] = True
-    summary: ClassVar[str] = ""
+    uses_global_model: ClassVar[bool] = False
 
     def __init__(self, helper: Any, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(self.keywords))
@@ -54,7 +56,8 @@ class Strategy(ABC):
 
     @abstractmethod
     def begin(self, global_params: Any) -> None:
-        """Start a round whose clients train from `global_params`; forget the previous round's updates."""
+        """Start a round whose clients train from `global_params` (None unless `uses_global_model`);
+        forget the previous round's updates."""
 
     @abstractmethod
     def accumulate(self, params: Any, num_examples: float, metadata: dict[str, Any]) -> None:

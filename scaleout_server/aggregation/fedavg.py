@@ -16,8 +16,7 @@ from scaleout_server.aggregation.params import (
     block_elements,
     blocks,
     cast_to,
-    check_layout,
-    check_numeric,
+    check_update,
 )
 
 
@@ -44,15 +43,10 @@ class WeightedMean:
             reference_name: str = "earlier updates") -> None:
         """Fold `weight` x `view` in. Everything is checked before the sums change, so a rejected
         update leaves no trace. `reference` fixes the layout (else the first update does)."""
-        weight = float(weight)
-        if not weight > 0 or not np.isfinite(weight):
-            raise ValueError(f"num_examples must be > 0 to weight an update, got {weight!r}")
-        check_numeric(view.specs)
         if self.sums is not None:
-            check_layout(self.specs, view.specs)
-        elif reference is not None:
-            check_layout(reference, view.specs, reference=reference_name)
-        if self.sums is None:
+            weight = check_update(view, weight, self.specs)
+        else:
+            weight = check_update(view, weight, reference, reference_name)
             self.specs = list(view.specs)
             self.sums = [np.zeros(spec.size, dtype=np.float64) for spec in self.specs]
         step = block_elements(8, 2)
@@ -78,7 +72,6 @@ class FedAvg(Strategy):
 
     name = "fedavg"
     keywords: dict[str, Any] = {}
-    summary = "example-weighted mean of the updates"
 
     def __init__(self, helper: Any, **kwargs: Any) -> None:
         super().__init__(helper, **kwargs)

@@ -18,7 +18,6 @@ MU_SETTING = "mu"
 class FedProx(FedAvg):
     name = "fedprox"
     keywords: ClassVar[dict[str, Any]] = {"mu": 0.01}
-    summary = "FedAvg; sends `mu` to clients in client_settings for their proximal term"
 
     def check_options(self) -> None:
         self.options["mu"] = number(self.options, "mu", low=0.0)

@@ -1,17 +1,17 @@
 """One round's aggregation on the combiner's disk: the global model, each update as it arrives, the result.
 
 Everything here is blocking file and numpy work for a worker thread. The global model is copied
-from the repository into the work folder once; every update is read in place from the file the
-upload wrote. A streaming strategy folds an update and the file is deleted at once; a strategy that
-needs all updates keeps their files (and nothing else) until the result has been written. Peak
-memory is what the strategy itself holds (FedAvg: float64 sums, 2 x a float32 model) plus slices.
+from the repository into the work folder once, for the strategies that read it (server optimisers);
+every update is read in place from the file the upload wrote. A streaming strategy folds an update
+and the file is deleted at once; a strategy that needs all updates keeps their files (and nothing
+else) until the result has been written. Peak memory is what the strategy itself holds (FedAvg:
+float64 sums, 2 x a float32 model) plus slices.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from scaleout_server.aggregation.base import Strategy
 from scaleout_server.aggregation.params import ParamsView
-from scaleout_server.aggregation.stored import StoredParams, write_params
+from scaleout_server.aggregation.stored import StoredParams, open_copy, write_params
 
 try:
     import fcntl
@@ -29,8 +29,6 @@ except ImportError:  # not on Windows: pipes keep their default size
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-_COPY_CHUNK = 1024 * 1024
 
 
 class AggregationJob:
@@ -48,17 +46,16 @@ class AggregationJob:
         self.folded = 0
 
     def begin(self, global_model: BinaryIO | None, state: dict[str, Any] | None = None) -> None:
-        """Restore the session's state and start the strategy from the global model's stream (None:
-        the strategy gets no global model, for callers that have none)."""
+        """Restore the session's state and start the strategy from the global model's stream. Only a
+        strategy that reads the global model (`uses_global_model`) gets it, copied to the work folder;
+        the others (and every strategy when the stream is None) begin with None."""
         if state is not None:
             self.strategy.load_state_dict(state)
         view: ParamsView | None = None
-        if global_model is not None:
+        if global_model is not None and self.strategy.uses_global_model:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self._global_file = self.work_dir / f".global-{uuid.uuid4().hex}.scm"
-            with open(self._global_file, "wb") as out:
-                shutil.copyfileobj(global_model, out, _COPY_CHUNK)
-            self._global = view = StoredParams.open(self._global_file, self.helper, self.work_dir)
+            self._global = view = open_copy(global_model, self._global_file, self.helper, self.work_dir)
         self.strategy.begin(view)
 
     def fold(self, path: str | Path, num_examples: float, metadata: dict[str, Any], *, delete: bool = True) -> None:

@@ -67,10 +67,6 @@ class ParamsView(Sequence[np.ndarray]):
         i = index % len(self.specs)
         return np.array(self.read(i, 0, spec.size)).reshape(spec.shape)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(s.nbytes for s in self.specs)
-
 
 class ArrayParams(ParamsView):
     """A list of in-memory arrays as a view (each array flattened once, without a copy when contiguous)."""
@@ -135,6 +131,20 @@ def check_layout(expected: Sequence[ArraySpec], got: Sequence[ArraySpec], what: 
     for i, (e, g) in enumerate(zip(expected, got, strict=True)):
         if e.shape != g.shape:
             raise ValueError(f"array {i} of {what} has shape {g.shape}, expected {e.shape}")
+
+
+def check_update(view: ParamsView, num_examples: float, expected: Sequence[ArraySpec] | None,
+                 reference: str = "earlier updates") -> float:
+    """The weight of a client update that can be aggregated: `num_examples` > 0 and finite, numeric arrays
+    laid out like `expected` (None: nothing to compare with yet). Raises before anything is folded, so a
+    rejected update leaves no trace."""
+    weight = float(num_examples)
+    if not weight > 0 or not np.isfinite(weight):
+        raise ValueError(f"num_examples must be > 0 to weight an update, got {num_examples!r}")
+    check_numeric(view.specs)
+    if expected is not None:
+        check_layout(expected, view.specs, reference=reference)
+    return weight
 
 
 def is_float(dtype: np.dtype) -> bool:

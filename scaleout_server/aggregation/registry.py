@@ -41,8 +41,3 @@ def check_strategy_config(name: str, kwargs: dict[str, Any] | None = None) -> tu
     strategy = make_strategy(name, None, kwargs)
     return strategy.name, dict(strategy.options)
 
-
-def describe_strategies() -> dict[str, dict[str, Any]]:
-    """Every strategy with its keywords (and defaults) and a one-line summary, for help texts and docs."""
-    return {name: {"keywords": dict(cls.keywords), "summary": cls.summary, "streaming": cls.streaming}
-            for name, cls in sorted(_STRATEGIES.items())}

@@ -33,8 +33,7 @@ from scaleout_server.aggregation.params import (
     block_elements,
     blocks,
     cast_to,
-    check_layout,
-    check_numeric,
+    check_update,
 )
 
 log = logging.getLogger(__name__)
@@ -58,13 +57,8 @@ class StoredUpdatesStrategy(Strategy):
         self._weights = []
 
     def accumulate(self, params: Any, num_examples: float, metadata: dict[str, Any]) -> None:
-        weight = float(num_examples)
-        if not weight > 0 or not np.isfinite(weight):
-            raise ValueError(f"num_examples must be > 0 to weight an update, got {num_examples!r}")
         view = as_view(params)
-        check_numeric(view.specs)
-        if self._updates:
-            check_layout(self._updates[0].specs, view.specs)
+        weight = check_update(view, num_examples, self._updates[0].specs if self._updates else None)
         self._updates.append(view)
         self._weights.append(weight)
         if len(self._updates) > _RELEASE_ABOVE:
@@ -94,27 +88,29 @@ class StoredUpdatesStrategy(Strategy):
         """Elements per slice so that `copies` stacks of `rows` (all) updates fit in STACK_BUDGET."""
         return block_elements(8, copies * (rows or len(self._updates)), STACK_BUDGET)
 
-    def per_coordinate(self, combine: Callable[[np.ndarray], np.ndarray]) -> ParamsView:
-        """A result computed when read: `combine` maps an (n, K) stack (one row per coordinate, contiguous,
-        which numpy sorts and partitions several times faster than columns) to n values, slice by slice."""
+    def sliced(self, values: Callable[[int, int, int], np.ndarray], run: int) -> ParamsView:
+        """A result computed when read, in runs of at most `run` elements: `values(index, a, b)` gives the
+        float64 values of elements [a, b) of array `index`, cast to the array's dtype."""
         specs = self.specs
-        run = self.run_length()
 
         def compute(index: int, start: int, stop: int) -> np.ndarray:
             out = np.empty(stop - start, dtype=specs[index].dtype)
             for a in range(start, stop, run):
                 b = min(a + run, stop)
-                rows = np.ascontiguousarray(self.stacked(index, a, b).T)
-                out[a - start:b - start] = cast_to(combine(rows), specs[index].dtype)
-                del rows  # else the next slice's stacks are built while this one is still held
+                out[a - start:b - start] = cast_to(values(index, a, b), specs[index].dtype)
             return out
 
         return ComputedParams(specs, compute)
 
+    def per_coordinate(self, combine: Callable[[np.ndarray], np.ndarray]) -> ParamsView:
+        """A result computed when read: `combine` maps an (n, K) stack (one row per coordinate, contiguous,
+        which numpy sorts and partitions several times faster than columns) to n values, slice by slice.
+        The stacks live only during the call, so the next slice's are not built while one is still held."""
+        return self.sliced(lambda i, a, b: combine(np.ascontiguousarray(self.stacked(i, a, b).T)), self.run_length())
+
 
 class FedMedian(StoredUpdatesStrategy):
     name = "fedmedian"
-    summary = "coordinate-wise median of the updates (unweighted)"
 
     def result(self) -> ParamsView | None:
         if not self._updates:
@@ -133,7 +129,6 @@ class FedMedian(StoredUpdatesStrategy):
 class FedTrimmedAvg(StoredUpdatesStrategy):
     name = "fedtrimmedavg"
     keywords: ClassVar[dict[str, Any]] = {"trim_fraction": 0.2}
-    summary = "coordinate-wise mean without the trim_fraction largest and smallest values (unweighted)"
 
     def check_options(self) -> None:
         self.options["trim_fraction"] = number(self.options, "trim_fraction", low=0.0, high=0.5, high_open=True)
@@ -154,7 +149,6 @@ class FedTrimmedAvg(StoredUpdatesStrategy):
 class Krum(StoredUpdatesStrategy):
     name = "krum"
     keywords: ClassVar[dict[str, Any]] = {"num_byzantine": 0}
-    summary = "the update closest to its K - num_byzantine - 2 nearest neighbours"
 
     def check_options(self) -> None:
         self.options["num_byzantine"] = integer(self.options, "num_byzantine", low=0)
@@ -190,25 +184,14 @@ class Krum(StoredUpdatesStrategy):
         return total
 
     def weighted_mean(self, rows: list[int]) -> ParamsView:
-        specs = self.specs
         weights = np.array([self._weights[k] for k in rows], dtype=np.float64)
         weights /= weights.sum()
-        run = self.run_length(rows=len(rows))
-
-        def compute(index: int, start: int, stop: int) -> np.ndarray:
-            out = np.empty(stop - start, dtype=specs[index].dtype)
-            for a in range(start, stop, run):
-                b = min(a + run, stop)
-                out[a - start:b - start] = cast_to(weights @ self.stacked(index, a, b, rows), specs[index].dtype)
-            return out
-
-        return ComputedParams(specs, compute)
+        return self.sliced(lambda i, a, b: weights @ self.stacked(i, a, b, rows), self.run_length(rows=len(rows)))
 
 
 class MultiKrum(Krum):
     name = "multikrum"
     keywords: ClassVar[dict[str, Any]] = {"num_byzantine": 0, "num_selected": None}
-    summary = "example-weighted mean of the num_selected updates with the best Krum scores"
 
     def check_options(self) -> None:
         super().check_options()

@@ -49,6 +49,7 @@ class ServerOptimizer(Strategy):
     """
 
     moments: ClassVar[tuple[str, ...]] = ("m",)
+    uses_global_model = True
 
     def __init__(self, helper: Any, **kwargs: Any) -> None:
         super().__init__(helper, **kwargs)
@@ -159,7 +160,6 @@ class ServerOptimizer(Strategy):
 class FedAvgM(ServerOptimizer):
     name = "fedavgm"
     keywords: ClassVar[dict[str, Any]] = {"server_lr": 1.0, "momentum": 0.9}
-    summary = "FedAvg with server momentum (state kept per session)"
 
     def check_options(self) -> None:
         super().check_options()
@@ -199,7 +199,6 @@ class _Adaptive(ServerOptimizer):
 class FedAdam(_Adaptive):
     name = "fedadam"
     keywords: ClassVar[dict[str, Any]] = {"server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
-    summary = "server Adam on the pseudo-gradient (moments kept per session)"
 
     def second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         beta2 = self.options["beta2"]
@@ -209,7 +208,6 @@ class FedAdam(_Adaptive):
 class FedYogi(_Adaptive):
     name = "fedyogi"
     keywords: ClassVar[dict[str, Any]] = {"server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
-    summary = "server Yogi on the pseudo-gradient (moments kept per session)"
 
     def second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         return v - (1.0 - self.options["beta2"]) * d2 * np.sign(v - d2)
@@ -218,7 +216,6 @@ class FedYogi(_Adaptive):
 class FedAdagrad(_Adaptive):
     name = "fedadagrad"
     keywords: ClassVar[dict[str, Any]] = {"server_lr": 0.01, "beta1": 0.9, "tau": 1e-3}
-    summary = "server Adagrad on the pseudo-gradient (moments kept per session)"
 
     def second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         return v + d2

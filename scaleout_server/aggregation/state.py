@@ -1,9 +1,9 @@
 """Strategy state per session on the combiner's disk, so server momentum and Adam moments survive a restart.
 
 One file per session, `<state_dir>/<session id>.npz` (uncompressed, written to a temporary name and
-renamed, so a crash never leaves half a state): the strategy's name, its JSON-able values and its
-lists of arrays. State saved by another strategy is ignored. Only the `MAX_SESSIONS` most recently
-used sessions are kept; older files are deleted.
+committed with `durable.commit_file`, so a crash never leaves half a state): the strategy's name, its
+JSON-able values and its lists of arrays. State saved by another strategy is ignored. Only the
+`MAX_SESSIONS` most recently used sessions are kept; older files are deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from scaleout_server.durable import commit_file
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +86,10 @@ class SessionStates:
         try:
             with open(tmp, "wb") as out:
                 np.savez(out, **{_META: np.array(meta)}, **arrays)
-            os.replace(tmp, path)
+            commit_file(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         self._prune(keep=path)
-
-    def delete(self, session_id: str) -> None:
-        if session_id:
-            self.path(session_id).unlink(missing_ok=True)
 
     def _prune(self, keep: Path) -> None:
         files = sorted((p for p in self.directory.glob("*.npz") if p != keep), key=_mtime, reverse=True)

@@ -20,18 +20,16 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
 from scaleout_server.aggregation.params import ArraySpec, ParamsView, block_elements, blocks
+from scaleoututil.model import _FIXED_DATE_TIME, METADATA_ENTRY, TRAINING_ENTRY
+from scaleoututil.protocol import CHUNK_SIZE
 
-TRAINING_ENTRY = "training_model.bin"
-METADATA_ENTRY = "metadata.json"
 ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL_HEADER = 30
-_FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
-_COPY_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -181,7 +179,7 @@ class StoredParams(ParamsView):
                 return self.path, start, info.file_size
             scratch, start = self._scratch_file()
             with zf.open(info) as src:
-                shutil.copyfileobj(src, scratch, _COPY_CHUNK)
+                shutil.copyfileobj(src, scratch, CHUNK_SIZE)
             scratch.flush()
             return self._scratch_path(), start, scratch.tell() - start
 
@@ -227,7 +225,7 @@ class StoredParams(ParamsView):
             header = _read_npy_header(member)
             if header is not None and not header[1]:
                 spec = self._spec(header[0], header[2], info.filename)
-                shutil.copyfileobj(member, scratch, _COPY_CHUNK)
+                shutil.copyfileobj(member, scratch, CHUNK_SIZE)
                 written = scratch.tell() - start
                 if written != spec.nbytes:
                     raise ValueError(f"NPZ member {info.filename} has {written} data bytes, its header says "
@@ -320,6 +318,14 @@ class StoredParams(ParamsView):
             self._scratch = None
 
 
+def open_copy(source: BinaryIO, path: Path, helper: Any, scratch_dir: Path | None = None) -> StoredParams:
+    """Copy a model stream (e.g. from the model repository) to the local file `path` and open it in
+    place. The caller deletes `path` after closing the view, also when this raises."""
+    with open(path, "wb") as out:
+        shutil.copyfileobj(source, out, CHUNK_SIZE)
+    return StoredParams.open(path, helper, scratch_dir)
+
+
 # -- writing ------------------------------------------------------------------------------------
 def write_params(params: ParamsView, out: BinaryIO, helper: Any) -> None:
     """Serialise a view in the helper's format, slice by slice (NPZ and raw float64); any other
@@ -341,16 +347,21 @@ def write_npz(params: ParamsView, out: BinaryIO) -> None:
             info = zipfile.ZipInfo(f"{i}.npy", date_time=_FIXED_DATE_TIME)
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o600 << 16
-            header = {"descr": np.lib.format.dtype_to_descr(spec.dtype), "fortran_order": False,
-                      "shape": spec.shape}
             with zf.open(info, mode="w", force_zip64=True) as member:
-                try:
-                    np.lib.format.write_array_header_1_0(member, header)
-                except ValueError:  # a header too long for version 1.0
-                    np.lib.format.write_array_header_2_0(member, header)
+                write_npy_header(member, spec)
                 for _, start, stop in blocks([spec], block_elements(8, 2)):  # results are often computed in float64
                     chunk = np.ascontiguousarray(params.read(i, start, stop), dtype=spec.dtype)
                     member.write(chunk.view(np.uint8).data)
+
+
+def write_npy_header(fh: IO[bytes], spec: ArraySpec) -> None:
+    """The `.npy` header of a C-ordered array of `spec` (format 1.0, or 2.0 when too long for 1.0); the
+    array's bytes follow it."""
+    header = {"descr": np.lib.format.dtype_to_descr(spec.dtype), "fortran_order": False, "shape": spec.shape}
+    try:
+        np.lib.format.write_array_header_1_0(fh, header)
+    except ValueError:  # a header too long for version 1.0
+        np.lib.format.write_array_header_2_0(fh, header)
 
 
 def write_raw(params: ParamsView, out: BinaryIO) -> None:

@@ -312,16 +312,23 @@ class Rounds:
                 accepted.path.unlink(missing_ok=True)
 
     def _begin(self, job: AggregationJob, session_id: str, model_id: str) -> None:
-        """Restore the session's strategy state and start the round from the global model, copied to the
-        work folder (worker thread: copying a large model would stall every client's poll)."""
+        """Restore the session's strategy state and start the round from the global model: copied to the
+        work folder when the strategy reads it, else only looked up, so a missing model fails the round
+        either way (worker thread: copying a large model would stall every client's poll)."""
         if not model_id:
             raise ValueError("the round has no model_id to train from")
         state = self.states.load(session_id, job.strategy.name)
+        missing = ValueError(f"global model {model_id} is not in the model repository {self.repository.describe()}; "
+                             "the controller and every combiner must share it (the same folder, or S3)")
+        if not job.strategy.uses_global_model:
+            if not self.repository.exists("models", model_id):
+                raise missing
+            job.begin(None, state)
+            return
         try:
             stream = self.repository.open("models", model_id)
         except BlobNotFound as exc:
-            raise ValueError(f"global model {model_id} is not in the model repository {self.repository.describe()}; "
-                             "the controller and every combiner must share it (the same folder, or S3)") from exc
+            raise missing from exc
         with stream:
             job.begin(stream, state)
 

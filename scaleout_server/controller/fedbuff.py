@@ -15,7 +15,6 @@ slices whatever the model size and K.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from scaleout_server.aggregation.params import ArraySpec, ComputedParams, cast_to, check_layout, check_numeric
-from scaleout_server.aggregation.stored import StoredParams, write_params
+from scaleout_server.aggregation.stored import StoredParams, open_copy, write_params
 from scaleout_server.controller import models
 from scaleout_server.repository.base import ModelRepository
 from scaleoututil.helpers.helpers import get_helper
-from scaleoututil.protocol import CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,8 @@ def buffered_step(repository: ModelRepository, helper_type: str, current_id: str
         try:
             for model_id in dict.fromkeys([current_id, *(u.model_id for u in updates),
                                            *(u.base_model_id for u in updates)]):
-                local = folder / f"{len(views)}.scm"
-                with repository.open(models.MODELS, model_id) as source, open(local, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK_SIZE)
-                views[model_id] = StoredParams.open(local, helper, folder)
+                with repository.open(models.MODELS, model_id) as source:
+                    views[model_id] = open_copy(source, folder / f"{len(views)}.scm", helper, folder)
             current = views[current_id]
             specs: list[ArraySpec] = list(current.specs)
             check_numeric(specs, "the global model")

@@ -51,7 +51,7 @@ from scaleout_server.aggregation.params import (
     check_layout,
     check_numeric,
 )
-from scaleout_server.aggregation.stored import StoredParams, write_params
+from scaleout_server.aggregation.stored import open_copy, write_npy_header, write_params
 from scaleout_server.controller import models
 from scaleout_server.controller import reduce as reducing
 from scaleout_server.controller.combiners import ActiveClient
@@ -59,7 +59,6 @@ from scaleout_server.repository.base import ModelRepository
 from scaleout_server.store import records as r
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.helpers.helpers import get_helper
-from scaleoututil.protocol import CHUNK_SIZE
 
 if TYPE_CHECKING:  # session_config imports check_source from here
     from scaleout_server.controller.session_config import SessionConfig
@@ -292,17 +291,12 @@ def export_arrays(repository: ModelRepository, model_id: str, helper_type: str, 
     """Write a stored model's arrays as `dest/0.npy`..`N-1.npy`, a slice at a time; their specs."""
     dest.mkdir(parents=True, exist_ok=True)
     local = dest / ".model.scm"
-    with repository.open(models.MODELS, model_id) as source, open(local, "wb") as out:
-        shutil.copyfileobj(source, out, CHUNK_SIZE)
-    view = StoredParams.open(local, get_helper(helper_type), dest)
+    with repository.open(models.MODELS, model_id) as source:
+        view = open_copy(source, local, get_helper(helper_type), dest)
     try:
         for i, spec in enumerate(view.specs):
-            header = {"descr": np.lib.format.dtype_to_descr(spec.dtype), "fortran_order": False, "shape": spec.shape}
             with open(dest / f"{i}.npy", "wb") as fh:
-                try:
-                    np.lib.format.write_array_header_1_0(fh, header)
-                except ValueError:  # a header too long for version 1.0
-                    np.lib.format.write_array_header_2_0(fh, header)
+                write_npy_header(fh, spec)
                 for _, start, stop in blocks([spec], block_elements(spec.dtype.itemsize)):
                     fh.write(np.ascontiguousarray(view.read(i, start, stop)).view(np.uint8).data)
         return list(view.specs)
@@ -344,6 +338,9 @@ class ServerFunctionsHooks:
         # per round id: asked once a round, however often the runner asks (a round may be attempted twice)
         self._settings: dict[str, dict[str, Any]] = {}
         self._collects: dict[str, bool] = {}
+        # the round's global model as .npy files, exported once for client_settings and aggregate:
+        # ((round id, model id), folder, specs)
+        self._global: tuple[tuple[str, str], Path, list[ArraySpec]] | None = None
 
     def describe(self) -> dict[str, Any]:
         return describe_source(self.source)
@@ -396,14 +393,14 @@ class ServerFunctionsHooks:
         return dict(self._settings[record.round_id])
 
     def _client_settings(self, record: r.RoundRecord, helper_type: str) -> dict[str, Any]:
-        if "client_settings" not in self.provided(record) or not record.model_id:
+        provided = self.provided(record)
+        if "client_settings" not in provided or not record.model_id:
             return {}
-        folder = self._call_dir()
         t = time.monotonic()
         try:
-            count = len(export_arrays(self.repository, record.model_id, helper_type, folder / "global"))
-            reply = self.process.call({"op": "client_settings",
-                                       "global_model": {"dir": str(folder / "global"), "count": count}})
+            folder, specs = self._global_arrays(record, helper_type)
+            reply = self.process.call({"op": "client_settings", "global_model": {"dir": str(folder),
+                                                                                 "count": len(specs)}})
             settings = reply.get("result")
             if not isinstance(settings, dict):
                 raise CallFailed("client_settings did not return a dict")
@@ -411,7 +408,8 @@ class ServerFunctionsHooks:
             self._note(record, "client_settings", time.monotonic() - t, f"{exc}; the clients got no extra settings")
             return {}
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if not aggregates(provided):  # else `aggregate` reads the same export at the end of the round
+                self._drop_global()
         self._note(record, "client_settings", time.monotonic() - t, None, keys=sorted(settings)[:20])
         return settings
 
@@ -421,9 +419,7 @@ class ServerFunctionsHooks:
         client's update on its own (one RunRound per client), instead of a combined model.
         Decided once per round."""
         if record.round_id not in self._collects:
-            provided = set(self.provided(record))
-            collects = "aggregate" in provided or INCREMENTAL <= provided
-            self._collects = {record.round_id: collects}
+            self._collects = {record.round_id: aggregates(self.provided(record))}
         return self._collects[record.round_id]
 
     def reduce(self, record: r.RoundRecord, config: SessionConfig, outcomes: list[pb.RoundOutcome],
@@ -433,8 +429,7 @@ class ServerFunctionsHooks:
         if not self._collects.get(record.round_id) or not partials:
             return None
         keep_updates = not config.delete_models_storage
-        previous = record.model_id or ""
-        stored = self._aggregate(record, previous, config.helper_type, outcomes) if previous else None
+        stored = self._aggregate(record, config.helper_type, outcomes) if record.model_id else None
         if stored is not None:
             return reducing.Reduced(stored, [] if keep_updates else [p.model_id for p in partials])
         fallback = reducing.reduce_partials(self.repository, partials, config.helper_type)
@@ -442,19 +437,19 @@ class ServerFunctionsHooks:
             fallback = reducing.Reduced(fallback.model, [])
         return fallback
 
-    def _aggregate(self, record: r.RoundRecord, previous: str, helper_type: str,
+    def _aggregate(self, record: r.RoundRecord, helper_type: str,
                    outcomes: list[pb.RoundOutcome]) -> models.StoredModel | None:
         folder = self._call_dir()
         t = time.monotonic()
         try:
-            expected = export_arrays(self.repository, previous, helper_type, folder / "global")
+            previous, expected = self._global_arrays(record, helper_type)
             updates = []
             for k, outcome in enumerate(o for o in outcomes if o.model_id and o.updates):
                 info = outcome.updates[0]
                 count = len(export_arrays(self.repository, outcome.model_id, helper_type, folder / f"update-{k}"))
                 updates.append({"client_id": info.client_id, "dir": str(folder / f"update-{k}"), "count": count,
                                 "metadata": training_metadata(info)})
-            reply = self.process.call({"op": "aggregate", "previous_global": {"dir": str(folder / "global"),
+            reply = self.process.call({"op": "aggregate", "previous_global": {"dir": str(previous),
                                                                               "count": len(expected)},
                                        "updates": updates, "result_dir": str(folder / "result")})
             stored = store_result(self.repository, folder / "result", int(reply.get("arrays") or 0), expected,
@@ -464,14 +459,36 @@ class ServerFunctionsHooks:
             return None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            self._drop_global()
         self._note(record, "aggregate", time.monotonic() - t, None, updates=len(updates))
         return stored
 
     def close(self) -> None:
         self.process.close()
+        self._global = None
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # -- bookkeeping -------------------------------------------------------------------------
+    def _global_arrays(self, record: r.RoundRecord, helper_type: str) -> tuple[Path, list[ArraySpec]]:
+        """The round's global model as `.npy` files and their specs, exported on first use in the round
+        (client_settings and aggregate both read it); another round's export is deleted first."""
+        key = (record.round_id, record.model_id or "")
+        if self._global is None or self._global[0] != key:
+            self._drop_global()
+            folder = self._call_dir()
+            try:
+                specs = export_arrays(self.repository, key[1], helper_type, folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self._global = (key, folder, specs)
+        return self._global[1], self._global[2]
+
+    def _drop_global(self) -> None:
+        if self._global is not None:
+            shutil.rmtree(self._global[1], ignore_errors=True)
+            self._global = None
+
     def _call_dir(self) -> Path:
         folder = self.work_dir / f"call-{uuid.uuid4().hex[:12]}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -488,6 +505,11 @@ class ServerFunctionsHooks:
             notes.setdefault("errors", []).append(f"{function}: {error}")
             log.warning("session %s round %s: server function %s: %s", record.session_id, record.round_number,
                         function, error)
+
+
+def aggregates(provided: list[str]) -> bool:
+    """Whether a ServerFunctions class that provides these functions replaces the aggregation."""
+    return "aggregate" in provided or INCREMENTAL <= set(provided)
 
 
 def single_update_strategy(aggregator: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scaleout_server.controller import models
+from scaleout_server.controller import models, server_functions
 from scaleout_server.controller.server_functions import CallFailed, Limits, WorkerProcess
 from scaleout_server.store import records as r
 from scaleout_server.store.base import ListQuery
@@ -147,6 +147,40 @@ def test_custom_aggregate_gets_every_update_with_its_metadata(deployment: Deploy
     assert len(round_.combiners) == 3
     assert not any(deployment.repository.exists("models", c["model_id"]) for c in round_.combiners)
     assert deployment.store.updates.count({"round_id": round_.round_id}) == 3
+
+
+SETTINGS_AND_AGGREGATE = """
+class ServerFunctions(ServerFunctionsBase):
+    def client_settings(self, global_model):
+        self.seen = [np.array(p) for p in global_model]
+        return {"first": float(global_model[0][0])}
+
+    def aggregate(self, previous_global, client_updates):
+        assert all(np.array_equal(p, s) for p, s in zip(previous_global, self.seen, strict=True))
+        return [np.array(p) + 1.0 for p in previous_global]
+"""
+
+
+def test_the_global_model_is_exported_once_a_round_for_both_settings_and_aggregate(
+        deployment: Deployment, clients: dict[str, SimClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    exported: list[str] = []
+    real_export = server_functions.export_arrays
+
+    def counting_export(repository: Any, model_id: str, helper_type: str, dest: Path) -> Any:
+        exported.append(model_id)
+        return real_export(repository, model_id, helper_type, dest)
+
+    monkeypatch.setattr(server_functions, "export_arrays", counting_export)
+    deployment.seed()
+    session = deployment.run(SETTINGS_AND_AGGREGATE, rounds=2, clients_required=3)
+
+    assert session.status == SessionStatus.FINISHED, session.error
+    rounds = deployment.rounds(session.session_id)
+    assert all("errors" not in notes(round_) for round_ in rounds)
+    assert [exported.count(round_.model_id) for round_ in rounds] == [1, 1]  # plus one export per update
+    assert len(exported) == 2 * (1 + 3)
+    assert [s["first"] for s in training_settings(clients["a"])] == [0.0, 1.0]
+    assert np.allclose(deployment.params(rounds[-1].new_model_id)[0], 2.0)
 
 
 INCREMENTAL = """

@@ -15,6 +15,8 @@ from scaleout_server.aggregation.params import ArrayParams, ComputedParams
 from scaleout_server.aggregation.registry import make_strategy
 from scaleout_server.aggregation.state import SessionStates
 from scaleout_server.aggregation.stored import StoredParams, write_npz, write_raw
+from scaleout_server.combiner.rounds import Rounds
+from scaleout_server.repository.local import LocalRepository
 from scaleoututil.helpers.helpers import get_helper
 from scaleoututil.model import ScaleoutModel, write_container
 
@@ -159,6 +161,32 @@ def test_non_streaming_job_keeps_updates_until_closed(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     assert model.model_id == "m1" and model.helper_type == "numpyhelper"
     np.testing.assert_array_equal(model.get_model_params()[0], [1.0, 1.0, 1.0])
+
+
+def test_only_strategies_that_read_the_global_model_get_a_copy_of_it(tmp_path: Path) -> None:
+    # FedAvg, FedProx and the robust strategies never look at the global model: copying it (a full read
+    # of the repository, S3 included) every round would be wasted work
+    work = tmp_path / "work"
+    global_model = write_update(tmp_path / "g.scm", [np.ones(3)])
+    copies = {}
+    for name in ("fedavg", "fedprox", "fedmedian", "krum", "fedavgm", "fedadam"):
+        job = AggregationJob(make_strategy(name, NUMPY), NUMPY, work)
+        with open(global_model, "rb") as stream:
+            job.begin(stream)
+            copies[name] = (stream.tell() > 0, any(work.glob(".global-*")))
+        job.close()
+    assert copies == {"fedavg": (False, False), "fedprox": (False, False), "fedmedian": (False, False),
+                      "krum": (False, False), "fedavgm": (True, True), "fedadam": (True, True)}
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedadam"])
+def test_a_round_from_a_missing_global_model_fails_whatever_the_strategy(tmp_path: Path, name: str) -> None:
+    rounds = Rounds(None, LocalRepository(tmp_path / "repo"), None, tmp_path / "work",  # type: ignore[arg-type]
+                    state_dir=tmp_path / "state")
+    job = AggregationJob(make_strategy(name, NUMPY), NUMPY, tmp_path / "work")
+    with pytest.raises(ValueError, match="global model gone is not in the model repository"):
+        rounds._begin(job, "session", "gone")
+    job.close()
 
 
 def test_job_without_updates_has_no_result(tmp_path: Path) -> None:
