@@ -16,13 +16,14 @@ import json
 import math
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
@@ -92,6 +93,13 @@ def read_engine(engine: Engine) -> Engine:
 def write_engine(engine: Engine) -> Engine:
     """The engine to run write transactions on (`BEGIN IMMEDIATE` on SQLite)."""
     return engine.execution_options(scaleout_write=True)
+
+
+def advisory_lock(conn: Connection, name: str) -> None:
+    """PostgreSQL: serialise the transactions that lock `name` until they end (a transaction-level advisory
+    lock keyed by the name's CRC-32); a no-op on SQLite, whose write transactions are serialised anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(name.encode())})
 
 
 @contextmanager
@@ -206,4 +214,5 @@ def _configure_sqlite(engine: Engine, memory: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("scaleout_write") else "BEGIN")
 
 
-__all__ = ["make_engine", "parse_url", "safe_url", "read_engine", "write_engine", "connection_errors", "json_dumps"]
+__all__ = ["make_engine", "parse_url", "safe_url", "read_engine", "write_engine", "advisory_lock", "connection_errors",
+           "json_dumps"]

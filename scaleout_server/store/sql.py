@@ -27,7 +27,6 @@ import math
 import threading
 import types
 import typing
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -51,7 +50,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     true,
 )
 from sqlalchemy import delete as sa_delete
@@ -80,6 +78,7 @@ from scaleout_server.store.base import (
 from scaleout_server.store.codec import KIND_OF
 from scaleout_server.store.engine import (
     NUL_REPLACEMENT,
+    advisory_lock,
     connection_errors,
     is_memory_sqlite,
     make_engine,
@@ -410,13 +409,6 @@ class _Tx:
             yield conn
 
 
-def _advisory_lock(conn: Connection, name: str) -> None:
-    """PostgreSQL: serialise the transactions that keep one invariant, until they commit (no-op on SQLite,
-    whose write transactions are serialised anyway)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(name.encode())})
-
-
 def _dialect_insert(dialect: str, table: Table) -> Any:
     if dialect == "sqlite":
         return sqlite_dialect.insert(table)
@@ -701,7 +693,7 @@ class SQLPackageCollection(SQLCollection[r.PackageRecord], PackageCollection):
     def _before_write(self, conn: Connection, record: Any) -> None:
         # Storing an active package deactivates the others: at most one is active (also a unique index).
         if record.active:
-            _advisory_lock(conn, _ACTIVE_PACKAGE_LOCK)
+            advisory_lock(conn, _ACTIVE_PACKAGE_LOCK)
             conn.execute(sa_update(self._table).where(self._table.c.active == true(),
                                                       self._pk != record.package_id).values(active=False))
 
@@ -714,7 +706,7 @@ class SQLPackageCollection(SQLCollection[r.PackageRecord], PackageCollection):
         with self._tx.write() as conn:
             if self._get(conn, package_id) is None:
                 raise NotFound(self.kind, package_id)
-            _advisory_lock(conn, _ACTIVE_PACKAGE_LOCK)
+            advisory_lock(conn, _ACTIVE_PACKAGE_LOCK)
             conn.execute(sa_update(self._table).where(self._table.c.active == true()).values(active=False))
             conn.execute(sa_update(self._table).where(self._pk == _key(package_id)).values(active=True))
             stored = self._get(conn, package_id)
