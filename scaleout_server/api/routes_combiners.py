@@ -22,10 +22,8 @@ def register_combiner(body: CombinerRegister, request: Request, controller: Cont
     bound = combiner_subject(request)
     if bound is not None and body.name != bound:
         raise Forbidden(f"this combiner token is for the combiner named {bound!r}, not {body.name!r}")
-    combiner, repository = controller.register_combiner(body.name, body.host, body.port, body.public_hostname)
-    if combiner.grpc_secure != body.grpc_secure:  # TLS on or off since it last registered
-        combiner.grpc_secure = body.grpc_secure
-        combiner = controller.store.combiners.update(combiner)
+    combiner, repository = controller.register_combiner(body.name, body.host, body.port, body.public_hostname,
+                                                        body.grpc_secure)
     reply = {"combiner_id": combiner.combiner_id, "repository": repository, "combiner": to_json(combiner)}
     authority = authority_of(request)
     if authority is not None:
@@ -37,13 +35,7 @@ def register_combiner(body: CombinerRegister, request: Request, controller: Cont
 def combiner_events(combiner_id: str, body: CombinerEvents, request: Request,
                     controller: ControllerDep) -> dict[str, Any]:
     """A batch of records and liveness events from a combiner."""
-    bound = combiner_subject(request)
-    if bound is not None:
-        combiner = controller.store.combiners.get(combiner_id)
-        if combiner is not None and combiner.name != bound:
-            raise Forbidden(f"this combiner token is for the combiner named {bound!r}; it cannot send events "
-                            f"for combiner {combiner.name!r}")
-    return {"stored": controller.ingest_events(combiner_id, body.events)}
+    return {"stored": controller.ingest_events(combiner_id, body.events, bound_name=combiner_subject(request))}
 
 
 @router.patch("/api/v1/combiners/{combiner_id}")

@@ -100,19 +100,21 @@ class CombinerRegistry:
         self._last_probe: dict[str, float] = {}
 
     # -- records ---------------------------------------------------------------------------
-    def register(self, name: str, host: str, port: int, public_hostname: str | None = None) -> r.CombinerRecord:
-        """Same name -> same combiner_id; the address is refreshed and the combiner is online again."""
+    def register(self, name: str, host: str, port: int, public_hostname: str | None = None,
+                 grpc_secure: bool = False) -> r.CombinerRecord:
+        """Same name -> same combiner_id; the address (and whether it serves TLS) is refreshed and the
+        combiner is online again."""
         now = r.utcnow()
         _, found = self.store.combiners.list(ListQuery(filters={"name": name}, limit=1))
         if found:
             record = found[0]
             record.host, record.port, record.public_hostname = host, int(port), public_hostname
-            record.status, record.last_seen = "online", now
+            record.status, record.last_seen, record.grpc_secure = "online", now, grpc_secure
             record = self.store.combiners.update(record)
         else:
             record = self.store.combiners.add(r.CombinerRecord(
                 combiner_id=r.new_id(), name=name, host=host, port=int(port), public_hostname=public_hostname,
-                status="online", last_seen=now))
+                status="online", last_seen=now, grpc_secure=grpc_secure))
         self.invalidate(record.combiner_id)
         log.info("combiner %s (%s) registered at %s", name, record.combiner_id, combiner_address(record))
         return record
@@ -156,7 +158,7 @@ class CombinerRegistry:
         except NotFoundError:
             log.info("combiner %s answered but is no longer registered", combiner_id)
 
-    def least_loaded(self, probe: bool = True) -> r.CombinerRecord | None:
+    def least_loaded(self) -> r.CombinerRecord | None:
         """The online combiner with the fewest online clients (ties: by name) that is alive: heard
         from within `FRESH_FOR` seconds, or answering a probe now (one that does not is marked
         offline and the next candidate is tried). The count comes from the store, not the combiners'
@@ -164,7 +166,7 @@ class CombinerRegistry:
         candidates = sorted(self.online(), key=lambda c: (self.store.clients.count(
             {"combiner_id": c.combiner_id, "status": "online"}), c.name))
         for combiner in candidates:
-            if not probe or self.alive(combiner):
+            if self.alive(combiner):
                 return combiner
         return None
 
@@ -180,12 +182,18 @@ class CombinerRegistry:
         self.mark_offline(combiner.combiner_id, f"it did not answer a probe within {PROBE_TIMEOUT:g}s")
         return False
 
-    def mark_offline(self, combiner_id: str, reason: str) -> None:
+    def mark_offline(self, combiner_id: str, reason: str, unless_seen_within: float | None = None) -> None:
         """Leave a combiner out of new work at once (it comes back online with its next event or
-        registration). Used when a call lost its connection to it."""
+        registration). Used when a call lost its connection to it, a probe went unanswered, or the
+        sweep found it silent: that one passes `unless_seen_within` so a combiner heard from since
+        the sweep read its record stays online."""
         current = self.store.combiners.get(combiner_id)
         if current is None or current.status != "online":
             return
+        last = as_utc(current.last_seen)
+        if unless_seen_within is not None and last is not None \
+                and (r.utcnow() - last) < timedelta(seconds=unless_seen_within):
+            return  # heard from meanwhile
         current.status = "offline"
         self.store.combiners.update(current)
         self.invalidate(combiner_id)
@@ -286,7 +294,8 @@ class CombinerRegistry:
                 self._last_probe[combiner.combiner_id] = mono
                 silent.append(combiner)
             elif combiner.status == "online" and age >= OFFLINE_AFTER:
-                self._mark_offline(combiner, age)
+                self.mark_offline(combiner.combiner_id, f"not heard from in {age:.0f} s",
+                                  unless_seen_within=OFFLINE_AFTER)
         if not silent:
             return
         answered = self.active_clients(silent, timeout=PROBE_TIMEOUT)
@@ -297,19 +306,8 @@ class CombinerRegistry:
             last = as_utc(combiner.last_seen) or as_utc(combiner.committed_at)
             age = (now - last).total_seconds()  # type: ignore[operator]
             if combiner.status == "online" and age >= OFFLINE_AFTER:
-                self._mark_offline(combiner, age)
-
-    def _mark_offline(self, combiner: r.CombinerRecord, age: float) -> None:
-        current = self.store.combiners.get(combiner.combiner_id)
-        if current is None or current.status != "online":
-            return
-        last = as_utc(current.last_seen)
-        if last is not None and (r.utcnow() - last) < timedelta(seconds=OFFLINE_AFTER):
-            return  # heard from meanwhile
-        current.status = "offline"
-        self.store.combiners.update(current)
-        self.invalidate(current.combiner_id)
-        log.warning("combiner %s marked offline: not heard from in %.0f s", current.name, age)
+                self.mark_offline(combiner.combiner_id, f"not heard from in {age:.0f} s",
+                                  unless_seen_within=OFFLINE_AFTER)
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
+from scaleout_server.auth.rest import Forbidden
 from scaleout_server.controller import models, recovery
 from scaleout_server.controller.combiners import CombinerRegistry, as_utc
 from scaleout_server.controller.session_config import (
@@ -173,10 +174,10 @@ class Controller:
             self.store.clients.update(current)
 
     # -- combiners -------------------------------------------------------------------------
-    def register_combiner(self, name: str, host: str, port: int,
-                          public_hostname: str | None = None) -> tuple[r.CombinerRecord, dict[str, str]]:
-        """Add or refresh a combiner (same name = same combiner); returns it and the repository
-        description (`ModelRepository.describe()`) the combiner should open."""
+    def register_combiner(self, name: str, host: str, port: int, public_hostname: str | None = None,
+                          grpc_secure: bool = False) -> tuple[r.CombinerRecord, dict[str, str]]:
+        """Add or refresh a combiner (same name = same combiner; `grpc_secure`: it serves TLS);
+        returns it and the repository description (`ModelRepository.describe()`) the combiner should open."""
         if not name:
             raise InvalidInput("a combiner needs a name")
         try:
@@ -185,16 +186,20 @@ class Controller:
             raise InvalidInput(f"combiner port must be an integer, got {port!r}") from None
         if not 0 < port < 65536:
             raise InvalidInput(f"combiner port must be between 1 and 65535, got {port}")
-        return self.registry.register(name, host, port, public_hostname), self.repository.describe()
+        return self.registry.register(name, host, port, public_hostname, grpc_secure), self.repository.describe()
 
-    def ingest_events(self, combiner_id: str, events: list[dict[str, Any]]) -> int:
+    def ingest_events(self, combiner_id: str, events: list[dict[str, Any]], bound_name: str | None = None) -> int:
         """Store a batch of encoded records (`store.codec.encode`) sent by a combiner, plus
         `{"kind": "client_seen", "data": {client_id, name, status, ip?}}` liveness events and
         `{"kind": "combiner_load", "data": {"load": n}}`. Returns how many were stored.
 
-        The whole batch is checked before anything is stored; records already stored (a batch sent
-        twice) are skipped."""
-        self.registry.get(combiner_id)
+        `bound_name`: on a secured server, the combiner name the caller's token is bound to; a
+        batch for another combiner is refused. The whole batch is checked before anything is
+        stored; records already stored (a batch sent twice) are skipped."""
+        combiner = self.registry.get(combiner_id)
+        if bound_name is not None and combiner.name != bound_name:
+            raise Forbidden(f"this combiner token is for the combiner named {bound_name!r}; it cannot send events "
+                            f"for combiner {combiner.name!r}")
         records: list[Any] = []
         seen: list[dict[str, Any]] = []
         load: int | None = None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from scaleout_server.auth.rest import Forbidden
 from scaleout_server.controller import combiners
 from scaleout_server.errors import InvalidInput, NotFoundError, Unavailable
 from scaleout_server.store import codec
@@ -126,6 +127,26 @@ def test_ingest_events_rejects_a_bad_batch_as_a_whole(env: Env, event: object, m
 def test_ingest_events_from_an_unknown_combiner_is_not_found(env: Env) -> None:
     with pytest.raises(NotFoundError, match="not registered"):
         env.controller.ingest_events("nope", [])
+    with pytest.raises(NotFoundError, match="not registered"):  # unknown before refused
+        env.controller.ingest_events("nope", [], bound_name="c1")
+
+
+def test_ingest_events_refuses_a_batch_for_another_combiner_than_the_token_names(env: Env) -> None:
+    combiner, _ = env.controller.register_combiner("c1", "127.0.0.1", 1001)
+    with pytest.raises(Forbidden, match="this combiner token is for the combiner named 'c2'; it cannot send "
+                                        "events for combiner 'c1'"):
+        env.controller.ingest_events(combiner.combiner_id, [{"kind": "combiner_load", "data": {"load": 3}}],
+                                     bound_name="c2")
+    assert env.store.combiners.require(combiner.combiner_id).load != 3
+    assert env.controller.ingest_events(combiner.combiner_id, [{"kind": "combiner_load", "data": {"load": 3}}],
+                                        bound_name="c1") == 1
+
+
+def test_register_combiner_records_whether_it_serves_tls(env: Env) -> None:
+    first, _ = env.controller.register_combiner("c1", "127.0.0.1", 12080, grpc_secure=True)
+    assert env.store.combiners.require(first.combiner_id).grpc_secure is True
+    again, _ = env.controller.register_combiner("c1", "127.0.0.1", 12080)  # restarted without TLS
+    assert again.grpc_secure is False and env.store.combiners.require(first.combiner_id).grpc_secure is False
 
 
 def test_quiet_clients_are_marked_offline_unless_their_combiner_still_lists_them(env: Env) -> None:
@@ -171,6 +192,15 @@ def test_silent_combiners_are_probed_and_dead_ones_marked_offline(env: Env, monk
     # a combiner that sends events is online again
     env.controller.ingest_events(dead.combiner_id, [])
     assert env.store.combiners.require(dead.combiner_id).status == "online"
+
+
+def test_mark_offline_spares_a_combiner_heard_from_within_the_given_time(env: Env) -> None:
+    fresh, _ = env.controller.register_combiner("fresh", "127.0.0.1", 1001)
+    registry = env.controller.registry
+    registry.mark_offline(fresh.combiner_id, "silent", unless_seen_within=combiners.OFFLINE_AFTER)
+    assert env.store.combiners.require(fresh.combiner_id).status == "online"
+    registry.mark_offline(fresh.combiner_id, "lost its connection")
+    assert env.store.combiners.require(fresh.combiner_id).status == "offline"
 
 
 def test_active_clients_skips_an_unreachable_combiner(env: Env) -> None:
