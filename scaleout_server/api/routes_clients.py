@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 
 from scaleout_server.api.common import ControllerDep, parse_bool
 from scaleout_server.api.limits import check_registration_rate
-from scaleout_server.api.routes_helpers import active_helper
 from scaleout_server.api.routes_packages import NO_ACTIVE
 from scaleout_server.api.schemas import ClientAdd
 from scaleout_server.auth.rest import client_subject
 from scaleout_server.controller.core import Controller
+from scaleout_server.controller.session_config import active_helper
 from scaleout_server.errors import InvalidInput, NotFoundError
 from scaleout_server.store import records as r
 

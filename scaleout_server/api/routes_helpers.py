@@ -10,8 +10,6 @@ from scaleout_server.controller.session_config import ACTIVE_HELPER_SETTING, act
 
 router = APIRouter(tags=["helpers"])
 
-__all__ = ["active_helper", "router"]  # active_helper is re-exported for the other route modules
-
 
 @router.get("/api/v1/helpers/active")
 def get_active_helper(controller: ControllerDep) -> str:

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from scaleout_server.api.common import ControllerDep, UploadsDep, parse_bool, root_route
 from scaleout_server.api.listing import int_header, to_json
-from scaleout_server.api.routes_helpers import active_helper
+from scaleout_server.controller.session_config import active_helper
 from scaleout_server.errors import InvalidInput
 from scaleoututil.model import open_training_model
 

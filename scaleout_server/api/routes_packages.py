@@ -9,9 +9,9 @@ from fastapi.responses import StreamingResponse
 
 from scaleout_server.api.common import ControllerDep, UploadsDep, root_route, safe_file_name
 from scaleout_server.api.listing import to_json
-from scaleout_server.api.routes_helpers import active_helper
 from scaleout_server.api.routes_models import stream_and_close
 from scaleout_server.api.uploads import file_size_of
+from scaleout_server.controller.session_config import active_helper
 from scaleout_server.errors import InvalidInput, NotFoundError, TooLarge
 from scaleout_server.store import records as r
 from scaleout_server.store.base import ListQuery, Store
