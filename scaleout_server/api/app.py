@@ -33,7 +33,7 @@ from scaleout_server.api import (
     routes_ui,
     routes_uploads,
 )
-from scaleout_server.api.limits import RequestSizeLimit
+from scaleout_server.api.limits import RequestSizeLimit, registration_limiter
 from scaleout_server.api.uploads import UploadArea
 from scaleout_server.auth import rest as auth_rest
 from scaleout_server.auth.authority import Authority
@@ -157,6 +157,7 @@ def create_app(controller: Controller, authority: Authority | None = None) -> Fa
                   dependencies=[Depends(auth_rest.route_guard)])
     app.state.controller = controller
     app.state.auth = authority
+    app.state.registration_limiter = registration_limiter(controller.settings)
     uploads = UploadArea(Path(controller.settings.data_dir) / "uploads", controller.store,
                          controller.settings.max_upload_bytes)
     try:

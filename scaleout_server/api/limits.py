@@ -108,20 +108,14 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def registration_limiter(request: Request) -> RateLimiter:
-    """The app's registration limiter, made from the controller's settings on first use."""
-    state = request.app.state
-    limiter = getattr(state, "registration_limiter", None)
-    if limiter is None:
-        settings: ServerSettings = state.controller.settings
-        limiter = RateLimiter(settings.registration_rate_limit, settings.registration_burst)
-        state.registration_limiter = limiter
-    return limiter
+def registration_limiter(settings: ServerSettings) -> RateLimiter:
+    """The app's one registration limiter (create_app keeps it in `app.state.registration_limiter`)."""
+    return RateLimiter(settings.registration_rate_limit, settings.registration_burst)
 
 
 def check_registration_rate(request: Request, client_id: str | None) -> None:
     """429 with Retry-After when this client registers more often than the settings allow."""
-    limiter = registration_limiter(request)
+    limiter: RateLimiter = request.app.state.registration_limiter
     if not limiter.enabled:
         return
     key = client_id or (f"address:{request.client.host}" if request.client else "unknown")
