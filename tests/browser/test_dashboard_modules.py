@@ -165,6 +165,19 @@ def test_api_requests_carry_a_stored_token_and_surface_server_messages(js: Sandb
     assert auth == [None, "Bearer secret-1", "Bearer secret-1", None]
 
 
+def test_stop_session_asks_first_and_returns_the_server_message(js: Sandbox) -> None:
+    js.replies["/api/v1/sessions/s1/stop"] = (200, {"message": "Session s1 stopped"})
+    got = run(js, "api.js", """
+        const asked = [];
+        window.confirm = (q) => { asked.push(q); return asked.length > 1; };
+        const declined = m.stopSession({session_id: "s1", name: "demo"});
+        const message = await m.stopSession({session_id: "s1", name: "demo"});
+        return {declined, message, asked};""")
+    assert got == {"declined": None, "message": "Session s1 stopped",
+                   "asked": ["Stop session demo? Running training tasks are aborted."] * 2}
+    assert [seen["path"] for seen in js.seen] == ["/api/v1/sessions/s1/stop"]
+
+
 def test_chart_points_carry_their_values_and_ticks_are_round_numbers(js: Sandbox) -> None:
     got = run(js, "chart.js", """
         const fig = m.lineChart({title: "acc", metric: "acc", testid: "c", integerX: true,

@@ -2,6 +2,8 @@
 // Every request goes through `request`, so credentials are added in one place: when a token is stored
 // in localStorage (key "scaleout.token") it is sent as `Authorization: Bearer <token>`.
 
+import { h } from "./dom.js";
+
 const TOKEN_KEY = "scaleout.token";
 const API_PREFIX = "/api/v1/";
 
@@ -105,15 +107,20 @@ export const api = {
   count: (resource, filters) => dataOf("GET", `${resource}/count`, { params: filters }),
 };
 
+// Have the browser save what `href` points at as `fileName`.
+function clickDownload(href, fileName) {
+  const link = document.createElement("a");
+  link.href = href;
+  link.download = fileName || "";
+  link.click();
+}
+
 // Download a file from the API. Plain navigation when no token is set (the browser streams it);
 // with a token the bytes are fetched with the header and handed to the browser as a blob.
 export async function download(path, fileName) {
   const url = apiUrl(path);
   if (!getToken()) {
-    const link = document.createElement("a");
-    link.href = url.toString();
-    link.download = fileName || "";
-    link.click();
+    clickDownload(url.toString(), fileName);
     return;
   }
   const response = await fetch(url, { headers: authHeaders() });
@@ -127,9 +134,26 @@ export async function download(path, fileName) {
     throw new ApiError(messageOf(response.status, response.statusText, body), response.status, body);
   }
   const blobUrl = URL.createObjectURL(await response.blob());
-  const link = document.createElement("a");
-  link.href = blobUrl;
-  link.download = fileName || "";
-  link.click();
+  clickDownload(blobUrl, fileName);
   setTimeout(() => URL.revokeObjectURL(blobUrl), 10000);
+}
+
+// A "download" link to an API path (`path` relative to /api/v1/): its href works in a new tab or
+// copied, a click downloads through `download` so a stored token is sent; failures go to `onError`.
+export function downloadLink(path, fileName, onError, attrs = {}) {
+  return h("a", {
+    ...attrs,
+    href: API_PREFIX + path,
+    onclick: (e) => {
+      e.preventDefault();
+      download(path, fileName).catch(onError);
+    },
+  }, "download");
+}
+
+// Ask the user, then stop the session (running training tasks are aborted). null when they said no,
+// else the request under way: it resolves to the server's message.
+export function stopSession(session) {
+  if (!window.confirm(`Stop session ${session.name}? Running training tasks are aborted.`)) return null;
+  return api.post(`sessions/${session.session_id}/stop`, {}).then((reply) => reply.message || "Session stopped");
 }

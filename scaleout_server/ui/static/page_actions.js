@@ -2,7 +2,7 @@
 // the server, whose message is shown as is), stop the running session, and run a custom command on
 // chosen clients with each client's result.
 
-import { api } from "./api.js";
+import { api, stopSession } from "./api.js";
 import { badge, clientStartHint, emptyState, errorBox, errorSlot, fmtTime, h, section, shortId, table, update } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
 
@@ -276,13 +276,14 @@ export async function mount(root, ctx) {
 
   const start = startForm(() => poller.now());
   async function stop(session, button) {
-    if (!window.confirm(`Stop session ${session.name}? Running training tasks are aborted.`)) return;
+    const stopped = stopSession(session);
+    if (!stopped) return;
     button.disabled = true;
     button.textContent = "Stopping…";
     try {
-      const reply = await api.post("control/stop", { session_id: session.session_id });
+      const message = await stopped;
       errors.clear();
-      stopStatus.replaceChildren(h("p", { class: "ok-text", "data-testid": "stopped" }, reply.message || "Session stopped"));
+      stopStatus.replaceChildren(h("p", { class: "ok-text", "data-testid": "stopped" }, message));
     } catch (err) {
       update(stopStatus, errorBox(`The session was not stopped: ${err.message}`));
     }

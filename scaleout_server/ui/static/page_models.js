@@ -2,7 +2,7 @@
 // model has one child, an indented branch where several sessions started from the same model), with
 // each model's session and round, size, time and a download link. Plus a seed model upload.
 
-import { api, download } from "./api.js";
+import { api, downloadLink } from "./api.js";
 import { emptyState, errorSlot, fmtBytes, fmtTime, h, section, shortId, update } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
 import { handleUploadForm } from "./upload.js";
@@ -35,14 +35,8 @@ function modelNode(model, info) {
     ? [h("a", { href: `/sessions/${model.session_id}` }, sessionName.get(model.session_id) || shortId(model.session_id)),
       round ? ` · round ${round.round_number}` : ""]
     : [h("span", { class: "badge muted" }, "seed"), model.name ? ` ${model.name}` : ""];
-  const link = h("a", {
-    href: `/api/v1/models/${model.model_id}/download`,
-    class: "download",
-    onclick: (e) => {
-      e.preventDefault();
-      download(`models/${model.model_id}/download`, `${model.model_id}.zip`).catch((err) => info.errors.show(err));
-    },
-  }, "download");
+  const link = downloadLink(`models/${model.model_id}/download`, `${model.model_id}.zip`, (err) => info.errors.show(err),
+    { class: "download" });
   return h("li", { class: ["node", model.model_id === latestId ? "latest" : null], id: `model-${model.model_id}`,
     dataset: { modelId: model.model_id, parent: model.parent_model || "", round: round ? round.round_number : "" } },
   h("span", { class: "dot" }),

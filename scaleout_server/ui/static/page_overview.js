@@ -7,7 +7,7 @@ import {
   table, update,
 } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
-import { isFinalSession, roundDuration } from "./rounds.js";
+import { isFinalSession, roundDuration, sessionProgress } from "./rounds.js";
 
 const SHOWN_CLIENTS = 8;
 
@@ -42,8 +42,7 @@ function trainingCard(session, rounds, lastSession) {
       emptyState(["Start one on the ", h("a", { href: "/actions" }, "Actions"), " page or with ",
         { code: "scaleout session start --rounds 3" }, "."]));
   }
-  const total = Math.max(Number(session.session_config?.rounds) || 0, rounds.length);
-  const done = rounds.filter((r) => ["finished", "failed", "stopped"].includes(String(r.status).toLowerCase())).length;
+  const { done, total } = sessionProgress(session, rounds);
   const current = rounds[rounds.length - 1];
   return section("Training",
     h("p", { "data-testid": "running-session" }, h("a", { href: `/sessions/${session.session_id}` }, h("b", {}, session.name)),
@@ -114,10 +113,11 @@ export async function mount(root, ctx) {
   const grid = h("div", { class: "grid" });
   root.append(h("h1", {}, "Overview"), errors.el, grid);
 
+  let modelOrigin = null; // {modelId, session, round} of the latest model: they never change for one model
+
   async function refresh() {
-    const [status, onlineCount, total, online, combiners, latest, pkg, recent] = await Promise.all([
+    const [status, total, online, combiners, latest, pkg, recent] = await Promise.all([
       api.get("/get_controller_status"),
-      api.count("clients", { status: "online" }),
       api.count("clients"),
       api.list("clients", { filters: { status: "online" }, limit: SHOWN_CLIENTS, sortKey: "last_seen" }),
       api.list("combiners", { sortKey: "name", order: "asc" }),
@@ -126,10 +126,14 @@ export async function mount(root, ctx) {
       api.list("sessions", { limit: 5, sortKey: "committed_at" }),
     ]);
     const model = latest.result[0];
-    const [modelSession, modelRound] = await Promise.all([
-      model?.session_id ? api.get(`sessions/${model.session_id}`).catch(() => null) : null,
-      model?.round_id ? api.get(`rounds/${model.round_id}`).catch(() => null) : null,
-    ]);
+    if (model && modelOrigin?.modelId !== model.model_id) {
+      const [modelSession, modelRound] = await Promise.all([
+        model.session_id ? api.get(`sessions/${model.session_id}`).catch(() => null) : null,
+        model.round_id ? api.get(`rounds/${model.round_id}`).catch(() => null) : null,
+      ]);
+      const complete = (!model.session_id || modelSession) && (!model.round_id || modelRound);
+      modelOrigin = { modelId: complete ? model.model_id : null, session: modelSession, round: modelRound };
+    }
     let session = null;
     let rounds = [];
     if (status.state === "running" && status.session_id) {
@@ -142,9 +146,9 @@ export async function mount(root, ctx) {
     }
     errors.clear();
     update(grid,
-      clientsCard(onlineCount, total, online.result, ctx.origin),
+      clientsCard(online.count, total, online.result, ctx.origin),
       trainingCard(session, rounds, recent.result[0]),
-      modelCard(model, { session: modelSession, round: modelRound }),
+      modelCard(model, modelOrigin),
       packageCard(pkg),
       combinersCard(combiners.result, ctx.origin),
       sessionsCard(recent.result));

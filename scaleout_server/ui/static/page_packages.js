@@ -1,7 +1,7 @@
 // Compute packages: upload one (chunked, then activated, as `scaleout package set-active` does), list
 // them, activate an older one, download.
 
-import { api, download } from "./api.js";
+import { api, downloadLink } from "./api.js";
 import { badge, errorSlot, fmtBytes, fmtTime, h, section, shortId, table, update } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
 import { handleUploadForm } from "./upload.js";
@@ -83,13 +83,8 @@ export async function mount(root) {
       { label: "Uploaded", key: "uploaded", cell: (p) => fmtTime(p.committed_at) },
       { label: "State", key: "state", cell: (p) => (p.active ? badge("active")
         : h("button", { type: "button", class: "small", "data-testid": "activate", onclick: () => activate(p) }, "Activate")) },
-      { label: "", key: "download", cell: (p) => h("a", {
-        href: `/api/v1/packages/download?name=${encodeURIComponent(p.name)}`,
-        onclick: (e) => {
-          e.preventDefault();
-          download(`packages/download?name=${encodeURIComponent(p.name)}`, p.file_name).catch((err) => errors.show(err));
-        },
-      }, "download") },
+      { label: "", key: "download", cell: (p) => downloadLink(`packages/download?name=${encodeURIComponent(p.name)}`,
+        p.file_name, (err) => errors.show(err)) },
     ], packages.result, {
       testid: "packages",
       rowAttrs: (p) => ({ dataset: { packageId: p.package_id, active: p.active ? "true" : "false" } }),

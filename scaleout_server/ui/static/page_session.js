@@ -3,14 +3,15 @@
 // per round (each client and the mean) and of the training metrics clients logged with log_metric.
 // Everything refreshes in place while the session runs.
 
-import { api } from "./api.js";
+import { api, stopSession } from "./api.js";
 import { colorFor, lineChart, MEAN_COLOR } from "./chart.js";
 import {
   badge, emptyState, errorBox, errorSlot, fmtNumber, fmtSeconds, fmtTime, h, progress, section, shortId, table, update,
 } from "./dom.js";
 import { every, POLL_MS } from "./poll.js";
 import {
-  aggregationSeconds, isFinalSession, roundCounts, roundDuration, roundMetricMeans, trainingSeries, validationSeries,
+  aggregationSeconds, isFinalSession, roundCounts, roundDuration, roundMetricMeans, sessionProgress, trainingSeries,
+  validationSeries,
 } from "./rounds.js";
 
 const TAIL_OVERLAP = 200;
@@ -157,13 +158,14 @@ export async function mount(root, ctx) {
     const button = h("button", { type: "button", class: "danger", "data-testid": "stop-session", disabled: stopping },
       stopping ? "Stopping…" : "Stop session");
     button.addEventListener("click", async () => {
-      if (!window.confirm(`Stop session ${session.name}? Running training tasks are aborted.`)) return;
+      const stopped = stopSession(session);
+      if (!stopped) return;
       stopping = true;
       renderActions();
       try {
-        const reply = await api.post(`sessions/${sessionId}/stop`, {});
+        const message = await stopped;
         errors.clear();
-        actions.replaceChildren(h("p", { class: "ok-text" }, reply.message || "Session stopped"));
+        actions.replaceChildren(h("p", { class: "ok-text" }, message));
       } catch (err) {
         errors.show(err);
       } finally {
@@ -210,8 +212,7 @@ export async function mount(root, ctx) {
     errors.clear();
     document.title = `${session.name} · Sessions · Scaleout Edge`;
     update(title, session.name, " ", badge(session.status));
-    const total = Math.max(Number(session.session_config?.rounds) || 0, rounds.length);
-    const done = rounds.filter((x) => ["finished", "failed", "stopped"].includes(String(x.status).toLowerCase())).length;
+    const { done, total } = sessionProgress(session, rounds);
     update(summary,
       h("p", { class: "big", "data-testid": "session-progress" }, `${done} of ${total} rounds done`),
       progress(done, total),

@@ -4,9 +4,18 @@
 
 const FINAL_SESSION = new Set(["finished", "stopped", "failed"]);
 const LIVE_ROUND = new Set(["running", "validating", "pending"]);
+const ENDED_ROUND = new Set(["finished", "failed", "stopped"]);
 
 export function isFinalSession(session) {
   return FINAL_SESSION.has(String(session?.status || "").toLowerCase());
+}
+
+// {done, total}: rounds that ended (finished, failed or stopped) out of the configured rounds (or
+// of those that exist, when a session ran more).
+export function sessionProgress(session, rounds) {
+  const total = Math.max(Number(session.session_config?.rounds) || 0, rounds.length);
+  const done = rounds.filter((r) => ENDED_ROUND.has(String(r.status).toLowerCase())).length;
+  return { done, total };
 }
 
 function num(value) {
