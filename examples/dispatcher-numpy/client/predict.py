@@ -11,16 +11,13 @@ import sys
 import data
 import numpy as np
 
-from scaleoututil.helpers.helpers import get_helper
+from scaleoututil.helpers.helpers import get_helper, load_metadata
 
 helper = get_helper("numpyhelper")
 
 
 def predict(in_model_path: str, out_json_path: str) -> None:
-    parameters = {}
-    if os.path.exists(in_model_path + "-metadata"):
-        with open(in_model_path + "-metadata") as fh:
-            parameters = json.load(fh)
+    parameters = load_metadata(in_model_path) if os.path.exists(in_model_path + "-metadata") else {}
     (params,) = helper.load(in_model_path)
     inputs = np.asarray(parameters["inputs"], dtype=np.float64) if "inputs" in parameters else data.load("test")[0][:3]
     with open(out_json_path, "w") as fh:

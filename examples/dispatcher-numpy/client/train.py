@@ -4,23 +4,19 @@ Reads the global model from IN and the client settings (learning_rate, epochs) f
 the updated model to OUT and {"num_examples": N, ...} to OUT-metadata (the dispatcher file contract).
 """
 
-import json
 import os
 import sys
 
 import data
 import numpy as np
 
-from scaleoututil.helpers.helpers import get_helper, save_metadata
+from scaleoututil.helpers.helpers import get_helper, load_metadata, save_metadata
 
 helper = get_helper("numpyhelper")
 
 
 def train(in_model_path: str, out_model_path: str) -> None:
-    settings = {}
-    if os.path.exists(in_model_path + "-metadata"):
-        with open(in_model_path + "-metadata") as fh:
-            settings = json.load(fh)
+    settings = load_metadata(in_model_path) if os.path.exists(in_model_path + "-metadata") else {}
     learning_rate = float(settings.get("learning_rate", 0.05))
     epochs = int(settings.get("epochs", 5))
 
