@@ -97,6 +97,12 @@ def uvicorn_ssl_options(tls: ServerTls | None) -> dict[str, str]:
 
 def api_url(settings: ServerSettings, host: str | None = None) -> str:
     """The controller's base URL as this machine reaches it: https when it serves TLS."""
+    return f"{api_origin(settings, host)}:{settings.api_port}"
+
+
+def api_origin(settings: ServerSettings, host: str | None = None) -> str:
+    """`scheme://host` of the controller as this machine reaches it (a wildcard becomes loopback, an IPv6
+    address is bracketed); `api_url` adds the port."""
     scheme = "https" if tls_enabled(settings) else "http"
     name = host or settings.host
     if name in ("", "0.0.0.0"):
@@ -105,7 +111,7 @@ def api_url(settings: ServerSettings, host: str | None = None) -> str:
         name = "[::1]"
     elif ":" in name and not name.startswith("["):
         name = f"[{name}]"
-    return f"{scheme}://{name}:{settings.api_port}"
+    return f"{scheme}://{name}"
 
 
 def peer_ca_bytes(ca_file: str) -> bytes | None:

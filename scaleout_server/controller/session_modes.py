@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scaleout_server.controller.async_sessions import ASYNC_MODE, AsyncSessionRunner
-from scaleout_server.controller.combiners import WILDCARD_HOSTS, CombinerRegistry
+from scaleout_server.controller.combiners import CombinerRegistry
 from scaleout_server.controller.server_functions import Limits, ServerFunctionsHooks
 from scaleout_server.controller.session_config import SessionConfig
 from scaleout_server.controller.sessions import SessionRunner
@@ -15,6 +15,7 @@ from scaleout_server.controller.tasks import TaskDispatcher
 from scaleout_server.repository.base import ModelRepository
 from scaleout_server.settings import ServerSettings
 from scaleout_server.store.base import Store
+from scaleout_server.tls import api_origin
 
 
 def server_functions_limits(settings: ServerSettings) -> Limits:
@@ -24,9 +25,7 @@ def server_functions_limits(settings: ServerSettings) -> Limits:
 
 def controller_address(settings: ServerSettings) -> dict[str, object]:
     """Where server functions' `api_client` reaches this controller."""
-    host = "127.0.0.1" if settings.host in WILDCARD_HOSTS else settings.host
-    scheme = "https" if getattr(settings, "tls_cert", "") else "http"
-    return {"host": f"{scheme}://{host}", "port": settings.api_port}
+    return {"host": api_origin(settings), "port": settings.api_port}
 
 
 def make_runner(settings: ServerSettings, config: SessionConfig, store: Store, repository: ModelRepository,

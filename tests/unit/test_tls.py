@@ -244,3 +244,15 @@ def test_ca_file_flag_wins_over_requests_ca_bundle(server: Server, certs: Certs,
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca.ca))
     session = ClientTrust.resolve(str(certs.ca), env={}).session()
     assert session.get(f"{server.api_url}/health", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(("host", "origin"), [("0.0.0.0", "127.0.0.1"), ("", "127.0.0.1"), ("::", "[::1]"),
+                                              ("::1", "[::1]"), ("10.0.0.5", "10.0.0.5")])
+def test_server_functions_reach_the_controller_at_its_url_also_over_ipv6_and_tls(host: str, origin: str,
+                                                                                certs: Certs) -> None:
+    from scaleout_server.controller.session_modes import controller_address
+
+    plain = ServerSettings(host=host, api_port=8123)
+    assert controller_address(plain) == {"host": f"http://{origin}", "port": 8123}
+    secured = replace(plain, tls_cert=str(certs.cert), tls_key=str(certs.key))
+    assert controller_address(secured) == {"host": f"https://{origin}", "port": 8123}
