@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import deployment  # noqa: F401  (one running server per module)
-from tests.e2e.deployment import Deployment
+from tests.e2e.conftest import attach_deployment_logs, deployment  # noqa: F401  (deployment: one server per module)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,11 +87,7 @@ def screenshot(tab: Any, name: str, docs: bool = True) -> Path:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
-    report = outcome.get_result()
-    if report.when == "call" and report.failed:
-        dep = item.funcargs.get("deployment") if hasattr(item, "funcargs") else None
-        if isinstance(dep, Deployment):
-            report.sections.append(("deployment logs", dep.dump_logs()))
+    if attach_deployment_logs(item, outcome.get_result()):
         tab = item.funcargs.get("page") if hasattr(item, "funcargs") else None
         if tab is not None:
             try:

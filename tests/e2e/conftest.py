@@ -26,8 +26,14 @@ def clients_stopped(deployment: Deployment) -> Iterator[None]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
-    report = outcome.get_result()
-    if report.when == "call" and report.failed:
-        dep = item.funcargs.get("deployment") if hasattr(item, "funcargs") else None
-        if isinstance(dep, Deployment):
-            report.sections.append(("deployment logs", dep.dump_logs()))
+    attach_deployment_logs(item, outcome.get_result())
+
+
+def attach_deployment_logs(item: pytest.Item, report: pytest.TestReport) -> bool:
+    """Add the deployment's process logs to a failed test's report; True when the test failed."""
+    if report.when != "call" or not report.failed:
+        return False
+    dep = item.funcargs.get("deployment") if hasattr(item, "funcargs") else None
+    if isinstance(dep, Deployment):
+        report.sections.append(("deployment logs", dep.dump_logs()))
+    return True

@@ -4,7 +4,6 @@ previous revision with data in it, from a database made before migrations existe
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from scaleout_server.store.migration import (
     upgrade,
 )
 from scaleout_server.store.sql import metadata
+from tests.storage.concurrency import run_together
 
 PREVIOUS = known_revisions()[-2]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -172,22 +172,7 @@ def test_database_with_foreign_tables_of_the_same_names_is_refused(empty_databas
 
 
 def test_processes_starting_together_on_an_empty_database_migrate_it_once(empty_database: str) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def start() -> None:
-        try:
-            barrier.wait()
-            make_store(empty_database).close()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    run_together([lambda: make_store(empty_database).close()] * 4)
     assert _revision(empty_database) == head_revision()
 
 

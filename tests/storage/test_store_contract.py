@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from scaleout_server.store.base import (
     StoreError,
 )
 from scaleout_server.store.factory import make_store
+from tests.storage.concurrency import run_together
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -356,27 +358,15 @@ class TestStoreContract:
             store.add_many([object()])
 
     def test_concurrent_writes_from_eight_threads_all_land(self, store: Store) -> None:
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(8)
-
         def work(t: int) -> None:
-            try:
-                barrier.wait()
-                for i in range(15):
-                    store.statuses.add(r.StatusRecord(status_id=f"{t}-{i}", status="x", sender=_sender(t)))
-                    store.clients.upsert(r.ClientRecord(client_id=f"c{i}", name=f"t{t}"))
-                    store.add_many([r.MetricRecord(metric_id=f"m{t}-{i}", key="k", value=1.0, sender=_sender(t))])
-                    store.statuses.list(ListQuery(filters={"sender.client_id": f"c{t}"}, limit=5))
-                    store.set_setting("last", str(t))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for i in range(15):
+                store.statuses.add(r.StatusRecord(status_id=f"{t}-{i}", status="x", sender=_sender(t)))
+                store.clients.upsert(r.ClientRecord(client_id=f"c{i}", name=f"t{t}"))
+                store.add_many([r.MetricRecord(metric_id=f"m{t}-{i}", key="k", value=1.0, sender=_sender(t))])
+                store.statuses.list(ListQuery(filters={"sender.client_id": f"c{t}"}, limit=5))
+                store.set_setting("last", str(t))
 
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=60)
-        assert not errors, errors
+        run_together([partial(work, t) for t in range(8)])
         assert store.statuses.count() == 8 * 15
         assert store.metrics.count() == 8 * 15
         assert store.clients.count() == 15
@@ -481,60 +471,36 @@ class TestStoreContract:
 
     def test_concurrent_package_activations_leave_exactly_one_active(self, store: Store) -> None:
         self._fill(store, "packages", 8)
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(8)
-
         def work(t: int) -> None:
-            try:
-                barrier.wait()
-                for _ in range(5):
-                    store.packages.set_active(f"p{t + 1}")
-                    store.packages.upsert(r.PackageRecord(package_id=f"new{t}", name="n", file_name="f",
-                                                          storage_file_name="s", checksum="c", active=True))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for _ in range(5):
+                store.packages.set_active(f"p{t + 1}")
+                store.packages.upsert(r.PackageRecord(package_id=f"new{t}", name="n", file_name="f",
+                                                      storage_file_name="s", checksum="c", active=True))
 
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=60)
-        assert not errors, errors
+        run_together([partial(work, t) for t in range(8)])
         assert store.packages.count({"active": True}) == 1
 
     def test_event_feed_and_round_commit_storing_the_same_updates_concurrently(self, store: Store) -> None:
         """The combiner's event batches and the session runner's round commit both insert a round's
         updates; whichever commits second must skip them, not fail (PostgreSQL runs both at once)."""
         store.sessions.add(r.SessionRecord(session_id="s1", name="s", status="Started", session_config={}))
-        errors: list[BaseException] = []
 
         def updates(n: int) -> list[r.UpdateRecord]:
             return [r.UpdateRecord(update_id=f"r{n}-u{i}", round_id=f"r{n}", session_id="s1", client_id=f"c{i}")
                     for i in range(20)]
 
         def feed() -> None:
-            try:
-                for n in range(1, 16):
-                    batch = updates(n)
-                    store.add_many(batch[::2])
-                    store.add_many(batch)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for n in range(1, 16):
+                batch = updates(n)
+                store.add_many(batch[::2])
+                store.add_many(batch)
 
         def runner() -> None:
-            try:
-                for n in range(1, 16):
-                    rnd = r.RoundRecord(round_id=f"r{n}", session_id="s1", round_number=n, status="Success")
-                    store.commit_round(rnd, r.ModelRecord(model_id=f"m{n}", session_id="s1"), updates(n))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for n in range(1, 16):
+                rnd = r.RoundRecord(round_id=f"r{n}", session_id="s1", round_number=n, status="Success")
+                store.commit_round(rnd, r.ModelRecord(model_id=f"m{n}", session_id="s1"), updates(n))
 
-        threads = [threading.Thread(target=feed), threading.Thread(target=runner)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=60)
-        assert not errors, errors
+        run_together([feed, runner])
         assert store.updates.count() == 15 * 20 and store.rounds.count() == 15 and store.models.count() == 15
 
 
