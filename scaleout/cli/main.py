@@ -10,6 +10,7 @@ from scaleout.cli import (  # noqa: F401  (imported for their commands)
     security_cmd,
     server_cmd,
     session_cmd,
+    simulate_cmd,
     token_cmd,
 )
 from scaleout.cli.groups import cli

@@ -26,6 +26,7 @@ from scaleout.client.tasks import (
     now_timestamp,
 )
 from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.partitioning import Partition
 from scaleoututil.protocol import custom_task_type
 
 __all__ = ["EdgeClient", "StoppedException", "TaskContext"]
@@ -62,6 +63,7 @@ class EdgeClient:
         self._outbox: Outbox | None = None
         self._default_context = TaskContext()  # metrics logged outside any task
         self._step_lock = threading.Lock()
+        self._partition: Partition | None = None  # set by `scaleout simulate` for each virtual client
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -72,6 +74,12 @@ class EdgeClient:
     @property
     def name(self) -> str | None:
         return self._name
+
+    @property
+    def partition(self) -> Partition | None:
+        """Which share of the data this client trains on: set per virtual client by `scaleout simulate`,
+        else read from SCALEOUT_PARTITION_ID / SCALEOUT_NUM_PARTITIONS; None when neither says."""
+        return self._partition or Partition.from_env()
 
     def _attach(self, client_id: str, name: str, outbox: Outbox | None) -> None:
         """Called by the runtime once registered: where log_* messages go from now on."""
