@@ -168,8 +168,10 @@ def _rounds_missing_validations(session: dict[str, Any], summaries: Sequence[Rou
     return last.status.lower() == "finished" and bool(last.new_model_id) and not last.metrics
 
 
-def wait_for_session(api: Api, session_id: str, timeout: float | None, poll_interval: float | None = None) -> None:
-    """Follow a session until it ends, then print the per-round table; exit 1 if it failed or timed out."""
+def wait_for_session(api: Api, session_id: str, timeout: float | None, poll_interval: float | None = None,
+                     interrupted: str | None = None) -> None:
+    """Follow a session until it ends, then print the per-round table; exit 1 if it failed or timed out.
+    `interrupted`: what to print on Ctrl-C instead of how to stop the still running session."""
     poll_interval = POLL_INTERVAL if poll_interval is None else poll_interval
     out = console()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -201,8 +203,8 @@ def wait_for_session(api: Api, session_id: str, timeout: float | None, poll_inte
     except KeyboardInterrupt:
         if live:
             live.stop()
-        out.print(f"Stopped waiting; session {session_id} keeps running. Stop it with "
-                  f"`scaleout session stop -id {session_id}`.")
+        out.print(interrupted or f"Stopped waiting; session {session_id} keeps running. Stop it with "
+                                 f"`scaleout session stop -id {session_id}`.")
         raise SystemExit(130) from None
     finally:
         if live:

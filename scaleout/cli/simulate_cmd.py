@@ -94,7 +94,8 @@ def simulate(path: Path, clients: int, rounds: int, aggregator: str, aggregator_
                 api = Api(sim.api_url)
                 out.print(f"Session {session_id} started on {sim.api_url}")
                 try:
-                    wait_for_session(api, session_id, timeout)
+                    wait_for_session(api, session_id, timeout,
+                                     interrupted="Interrupted: stopping the virtual clients and the server.")
                 finally:
                     results = {"api_url": sim.api_url, "session": api.call("GET", f"sessions/{session_id}"),
                                "rounds": fetch_rounds(api, session_id),
