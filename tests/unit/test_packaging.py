@@ -18,9 +18,12 @@ OWN = {"scaleout", "scaleoututil", "scaleout_server"}
 
 
 def _runtime_requirements() -> set[str]:
+    """[project.dependencies] plus the user-facing extras (e.g. `ray`, imported only by the backend that needs
+    it, with an install hint); never the `dev` extra."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = [req for name, reqs in project.get("optional-dependencies", {}).items() if name != "dev" for req in reqs]
     return {re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-")
-            for req in project["dependencies"]}
+            for req in [*project["dependencies"], *extras]}
 
 
 def _imported_top_level_modules() -> dict[str, str]:
