@@ -145,6 +145,7 @@ class Rounds:
         try:
             kwargs = _json_object(spec.aggregator_kwargs, "aggregator_kwargs")
             client_settings = _json_object(spec.client_settings, "client_settings")
+            by_client = _settings_by_client(spec.client_settings_by_client)
             helper_type = (spec.helper_type or await asyncio.to_thread(self._model_helper_type, spec.model_id)
                            or DEFAULT_HELPER)
             helper = _get_helper(helper_type)
@@ -152,6 +153,8 @@ class Rounds:
             job = AggregationJob(strategy, helper, self.updates_dir)
             try:
                 await asyncio.to_thread(self._begin, job, spec.session_id, spec.model_id)
+                # a client's own settings go over the shared ones; the strategy's (e.g. FedProx's mu) over both
+                by_client = {cid: strategy.configure({**client_settings, **own}) for cid, own in by_client.items()}
                 client_settings = strategy.configure(client_settings)
             except BaseException:
                 await asyncio.to_thread(job.close)
@@ -162,15 +165,15 @@ class Rounds:
 
         group = RoundState(group_id=f"round:{spec.round_id or uuid.uuid4()}:{uuid.uuid4().hex[:8]}",
                            session_id=spec.session_id, grace=self.update_grace, delete_models=spec.delete_models)
-        data = json.dumps({"client_settings": client_settings, "round_id": spec.round_id,
-                           "session_id": spec.session_id, "model_id": spec.model_id, "helper_type": helper_type})
+        data = _task_data(spec, helper_type, client_settings)
         for client_id in _unique(spec.client_ids):
             if not self.clients.is_active(client_id):
                 group.results.append(pb.TaskResult(client_id=client_id, status=TaskStatus.FAILED.value,
                                                    response=_error(NOT_CONNECTED), client_name=self._name(client_id)))
                 continue
             task = Task(client_id=client_id, correlation_id=str(uuid.uuid4()), type=TaskType.MODEL_UPDATE.value,
-                        model_id=spec.model_id, session_id=spec.session_id, round_id=spec.round_id, data=data)
+                        model_id=spec.model_id, session_id=spec.session_id, round_id=spec.round_id,
+                        data=_task_data(spec, helper_type, by_client[client_id]) if client_id in by_client else data)
             group.add(task)
         group.buffer = len(group.tasks) if spec.buffer_size <= 0 else min(spec.buffer_size, len(group.tasks))
         self.open[group.group_id] = group
@@ -513,6 +516,22 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _task_data(spec: pb.RoundSpec, helper_type: str, client_settings: dict[str, Any]) -> str:
+    """A training task's `data`: the client reads its `client_settings` (the other keys are informative)."""
+    return json.dumps({"client_settings": client_settings, "round_id": spec.round_id, "session_id": spec.session_id,
+                       "model_id": spec.model_id, "helper_type": helper_type})
+
+
+def _settings_by_client(text: str) -> dict[str, dict[str, Any]]:
+    """`RoundSpec.client_settings_by_client`: a JSON object of JSON objects, keyed by client id."""
+    by_client = _json_object(text, "client_settings_by_client")
+    bad = [cid for cid, own in by_client.items() if not isinstance(own, dict)]
+    if bad:
+        raise ValueError(f"client_settings_by_client must map client ids to JSON objects; {bad[0]!r} maps to "
+                         f"{type(by_client[bad[0]]).__name__}")
+    return by_client
 
 
 def _unique(ids: Iterable[str]) -> list[str]:

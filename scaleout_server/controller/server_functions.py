@@ -1,7 +1,8 @@
 """Server functions: a session's user-supplied `ServerFunctions` class, run in a child process.
 
 The user's class (source text in `session_config.server_functions`) may choose each round's clients
-(`client_selection`), add settings to the round's training tasks (`client_settings`) and replace the
+(`client_selection`), add settings to the round's training tasks (`client_settings`, and per client
+`client_settings_for`, delivered in `RoundSpec.client_settings_by_client`) and replace the
 aggregation (`aggregate`, or `incremental_aggregate` + `get_incremental_aggregate_model`). It runs in
 one child process per session (`server_functions_worker`), so its state lasts across the session's
 rounds, and a crash, a hang or a runaway allocation in it cannot take the controller down:
@@ -36,6 +37,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -337,6 +339,7 @@ class ServerFunctionsHooks:
                                      tag=f"server functions of session {session_id[:8] or '-'}")
         # per round id: asked once a round, however often the runner asks (a round may be attempted twice)
         self._settings: dict[str, dict[str, Any]] = {}
+        self._per_client: dict[str, dict[str, dict[str, Any]]] = {}  # round id -> client id -> own settings
         self._collects: dict[str, bool] = {}
         # the round's global model as .npy files, exported once for client_settings and aggregate:
         # ((round id, model id), folder, specs)
@@ -385,15 +388,43 @@ class ServerFunctionsHooks:
         return selected
 
     # -- client settings ---------------------------------------------------------------------
-    def client_settings(self, record: r.RoundRecord, helper_type: str) -> dict[str, Any]:
+    def client_settings(self, record: r.RoundRecord, helper_type: str,
+                        client_ids: Sequence[str] = ()) -> dict[str, Any]:
         """`client_settings(global_model)`, merged into the round's training settings ({} on failure).
-        Called once per round; asking again in the same round gives the same settings."""
-        if record.round_id not in self._settings:
-            self._settings = {record.round_id: self._client_settings(record, helper_type)}
+        Called once per round; asking again in the same round gives the same settings. With `client_ids`,
+        their `client_settings_for` settings are prepared too (read them with `settings_by_client`), so the
+        round's global model is exported once for both."""
+        self._prepare_settings(record, helper_type, client_ids)
         return dict(self._settings[record.round_id])
 
-    def _client_settings(self, record: r.RoundRecord, helper_type: str) -> dict[str, Any]:
+    def settings_by_client(self, record: r.RoundRecord, helper_type: str,
+                           client_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`{client_id: client_settings_for(client_id, global_model)}` for those of `client_ids` that got
+        settings of their own ({} when the class has no client_settings_for, or it failed). Asked once per
+        client and round: a retried round asks only for the clients it did not ask for yet."""
+        self._prepare_settings(record, helper_type, client_ids)
+        own = self._per_client[record.round_id]
+        return {cid: dict(own[cid]) for cid in dict.fromkeys(client_ids) if own.get(cid)}
+
+    def _prepare_settings(self, record: r.RoundRecord, helper_type: str, client_ids: Sequence[str]) -> None:
+        first = record.round_id not in self._settings
+        if first:  # only the current round's settings are kept
+            self._settings, self._per_client = {record.round_id: {}}, {record.round_id: {}}
+        own = self._per_client[record.round_id]
+        missing = [cid for cid in dict.fromkeys(client_ids) if cid not in own]
+        if not first and not missing:
+            return
         provided = self.provided(record)
+        try:
+            if first:
+                self._settings[record.round_id] = self._client_settings(record, helper_type, provided)
+            if missing:
+                own.update(self._client_settings_for(record, helper_type, provided, missing))
+        finally:
+            if not aggregates(provided):  # else `aggregate` reads the same export at the end of the round
+                self._drop_global()
+
+    def _client_settings(self, record: r.RoundRecord, helper_type: str, provided: list[str]) -> dict[str, Any]:
         if "client_settings" not in provided or not record.model_id:
             return {}
         t = time.monotonic()
@@ -407,10 +438,33 @@ class ServerFunctionsHooks:
         except (CallFailed, OSError, ValueError) as exc:
             self._note(record, "client_settings", time.monotonic() - t, f"{exc}; the clients got no extra settings")
             return {}
-        finally:
-            if not aggregates(provided):  # else `aggregate` reads the same export at the end of the round
-                self._drop_global()
         self._note(record, "client_settings", time.monotonic() - t, None, keys=sorted(settings)[:20])
+        return settings
+
+    def _client_settings_for(self, record: r.RoundRecord, helper_type: str, provided: list[str],
+                             client_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each client's own settings ({} for every one of them when the call fails: all or nothing, so no
+        client of a round trains with settings that a bug gave only to some)."""
+        if "client_settings_for" not in provided or not record.model_id:
+            return {cid: {} for cid in client_ids}
+        t = time.monotonic()
+        try:
+            folder, specs = self._global_arrays(record, helper_type)
+            reply = self.process.call({"op": "client_settings_for", "client_ids": client_ids,
+                                       "global_model": {"dir": str(folder), "count": len(specs)}})
+            result = reply.get("result")
+            if not isinstance(result, dict) or not all(isinstance(v, dict) for v in result.values()):
+                raise CallFailed("client_settings_for did not return a dict per client")
+        except (CallFailed, OSError, ValueError) as exc:
+            self._note(record, "client_settings_for", time.monotonic() - t,
+                       f"{exc}; the clients got no settings of their own")
+            return {cid: {} for cid in client_ids}
+        settings = {cid: dict(result.get(cid) or {}) for cid in client_ids}
+        notes = self._notes(record).get("client_settings_for") or {}
+        clients = int(notes.get("clients") or 0) + sum(1 for s in settings.values() if s)
+        keys = sorted({k for s in settings.values() for k in s} | set(notes.get("keys") or []))[:20]
+        self._note(record, "client_settings_for", float(notes.get("seconds") or 0) + time.monotonic() - t, None,
+                   clients=clients, keys=keys)
         return settings
 
     # -- aggregation -------------------------------------------------------------------------

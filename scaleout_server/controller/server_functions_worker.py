@@ -91,6 +91,17 @@ def save_arrays(result: Any, folder: Path, function: str) -> int:
     return len(result)
 
 
+def json_settings(result: Any, function: str) -> dict[str, Any]:
+    """A settings dict as plain JSON values; UserError saying what is wrong otherwise."""
+    if not isinstance(result, dict):
+        raise UserError(f"{function} must return a dict, got {type(result).__name__}")
+    try:
+        text = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{function} must return JSON values (numbers, strings, lists, dicts): {exc}") from None
+    return dict(json.loads(text))
+
+
 def positional_arity(function: Callable[..., Any]) -> int:
     """How many positional arguments a bound method takes (a large number for *args)."""
     try:
@@ -164,14 +175,16 @@ class Worker:
 
     def op_client_settings(self, request: dict[str, Any]) -> dict[str, Any]:
         result = self.instance.client_settings(load_arrays(request["global_model"]))
-        if not isinstance(result, dict):
-            raise UserError(f"client_settings must return a dict, got {type(result).__name__}")
-        try:
-            text = json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"client_settings must return JSON values (numbers, strings, lists, dicts): "
-                            f"{exc}") from None
-        return {"result": json.loads(text)}
+        return {"result": json_settings(result, "client_settings")}
+
+    def op_client_settings_for(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`client_settings_for(client_id, global_model)` for each of `client_ids` (the model is mapped once)."""
+        global_model = load_arrays(request["global_model"])
+        out: dict[str, dict[str, Any]] = {}
+        for client_id in dict.fromkeys(str(x) for x in request.get("client_ids") or []):
+            result = self.instance.client_settings_for(client_id, global_model)
+            out[client_id] = json_settings(result, f"client_settings_for({client_id!r})")
+        return {"result": out}
 
     def op_aggregate(self, request: dict[str, Any]) -> dict[str, Any]:
         previous = load_arrays(request["previous_global"])

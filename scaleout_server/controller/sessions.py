@@ -347,8 +347,11 @@ class SessionRunner:
 
     def _run_on_combiners(self, record: r.RoundRecord, config: SessionConfig,
                           selected: list[ActiveClient]) -> list[CombinerCall]:
-        # server functions may add client settings, and need each client's update on its own to aggregate
-        settings = self.hooks.client_settings(record, config.helper_type) if self.hooks is not None else {}
+        # server functions may add client settings (for all, and per client), and need each client's update
+        # on its own to aggregate
+        ids = [c.client_id for c in selected]
+        settings = self.hooks.client_settings(record, config.helper_type, ids) if self.hooks is not None else {}
+        own = self.hooks.settings_by_client(record, config.helper_type, ids) if self.hooks is not None else {}
         per_client = self.hooks is not None and self.hooks.collects_updates(record)
         aggregator, kwargs = (single_update_strategy(config.aggregator, config.aggregator_kwargs) if per_client
                               else (config.aggregator, config.aggregator_kwargs))
@@ -359,12 +362,14 @@ class SessionRunner:
         for clients in by_combiner.values():
             call = CombinerCall(self.registry.get(clients[0].combiner_id), clients)
             buffer_size = config.buffer_size if config.buffer_size < 0 else min(config.buffer_size, len(clients))
+            by_client = {c.client_id: own[c.client_id] for c in clients if c.client_id in own}
             spec = pb.RoundSpec(
                 session_id=self.session_id, round_id=record.round_id, model_id=record.model_id or "",
                 helper_type=config.helper_type, client_ids=[c.client_id for c in clients],
                 aggregator=aggregator, aggregator_kwargs=json.dumps(kwargs),
                 round_timeout=self.round_timeout, buffer_size=buffer_size, client_settings=json.dumps(settings),
-                delete_models=config.delete_models_storage)
+                delete_models=config.delete_models_storage,
+                client_settings_by_client=json.dumps(by_client) if by_client else "")
             try:
                 call.future = self.registry.stub(call.combiner).RunRound.future(
                     spec, timeout=self.round_timeout + RUN_ROUND_MARGIN)

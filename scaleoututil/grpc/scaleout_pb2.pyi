@@ -356,7 +356,7 @@ class ModelResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[ModelStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
-    __slots__ = ("session_id", "round_id", "model_id", "helper_type", "client_ids", "aggregator", "aggregator_kwargs", "round_timeout", "buffer_size", "client_settings", "delete_models")
+    __slots__ = ("session_id", "round_id", "model_id", "helper_type", "client_ids", "aggregator", "aggregator_kwargs", "round_timeout", "buffer_size", "client_settings", "delete_models", "client_settings_by_client")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +368,7 @@ class RoundSpec(_message.Message):
     BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SETTINGS_FIELD_NUMBER: _ClassVar[int]
     DELETE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SETTINGS_BY_CLIENT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     round_id: str
     model_id: str
@@ -379,7 +380,8 @@ class RoundSpec(_message.Message):
     buffer_size: int
     client_settings: str
     delete_models: bool
-    def __init__(self, session_id: _Optional[str] = ..., round_id: _Optional[str] = ..., model_id: _Optional[str] = ..., helper_type: _Optional[str] = ..., client_ids: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., aggregator_kwargs: _Optional[str] = ..., round_timeout: _Optional[float] = ..., buffer_size: _Optional[int] = ..., client_settings: _Optional[str] = ..., delete_models: _Optional[bool] = ...) -> None: ...
+    client_settings_by_client: str
+    def __init__(self, session_id: _Optional[str] = ..., round_id: _Optional[str] = ..., model_id: _Optional[str] = ..., helper_type: _Optional[str] = ..., client_ids: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., aggregator_kwargs: _Optional[str] = ..., round_timeout: _Optional[float] = ..., buffer_size: _Optional[int] = ..., client_settings: _Optional[str] = ..., delete_models: _Optional[bool] = ..., client_settings_by_client: _Optional[str] = ...) -> None: ...
 
 class UpdateInfo(_message.Message):
     __slots__ = ("client_id", "model_update_id", "correlation_id", "num_examples", "meta", "client_name")

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-FUNCTION_NAMES = ("client_selection", "client_settings", "aggregate", "incremental_aggregate",
-                  "get_incremental_aggregate_model")
+FUNCTION_NAMES = ("client_selection", "client_settings", "client_settings_for", "aggregate",
+                  "incremental_aggregate", "get_incremental_aggregate_model")
 
 
 class RoundType(StrEnum):
@@ -38,6 +38,13 @@ class ServerFunctionsBase(ABC):  # noqa: B024 - every method is optional on purp
     def client_settings(self, global_model: list[np.ndarray]) -> dict[str, Any]:
         """Settings (JSON values) delivered to every selected client with the round's training task,
         merged into its `client_settings`; `global_model` is the model the round trains from."""
+        return {}
+
+    def client_settings_for(self, client_id: str, global_model: list[np.ndarray]) -> dict[str, Any]:
+        """Settings (JSON values) for one selected client only, merged over `client_settings`'s for that
+        client's training task: e.g. a learning rate or a number of local epochs per client or per group.
+        Called each training round once per selected client, after `client_selection` and `client_settings`
+        (an addition of this server: the official server has no per-client settings)."""
         return {}
 
     def aggregate(self, previous_global: list[np.ndarray],
