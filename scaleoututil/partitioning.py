@@ -70,6 +70,11 @@ def dirichlet_split(labels: Sequence[int] | np.ndarray, num_partitions: int, alp
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
     y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be one class label per item (a 1-D array), got shape {y.shape}; for one-hot "
+                         "labels pass labels.argmax(axis=1)")
+    if len(y) == 0:
+        raise ValueError("labels is empty: there is nothing to split")
     if len(y) < num_partitions * min_size:
         raise ValueError(f"{len(y)} items cannot give {num_partitions} partitions {min_size} item(s) each")
     rng = np.random.default_rng(seed)

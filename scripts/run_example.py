@@ -7,6 +7,13 @@ The server and clients keep running afterwards (unless --stop) so results can be
 `python scripts/run_example.py --stop-only` stops them (by the PIDs recorded in the work folder).
 `--example dispatcher-numpy` runs the legacy dispatcher example instead: its clients are started with
 --dispatcher, client i with EXAMPLE_PARTITION=i-1 (its share of the example's data).
+`--example sklearn-digits` / `pytorch-digits` run the machine-learning examples; every client i of N gets
+its data share as SCALEOUT_PARTITION_ID=i-1, SCALEOUT_NUM_PARTITIONS=N (`client.partition` in startup).
+`--example server-functions` starts 4 device clients (alternately DEVICE_TIER=fast/slow, the last with
+DEVICE_CHARGING=false), waits until the server knows their attributes, runs the session with the
+example's server_functions.py and prints who trained in each round with which settings (show_rounds.py).
+The example's python_env.yaml requirements must be installed in this Python first (the script checks,
+and says how: `scaleout run install -p client`).
 """
 
 from __future__ import annotations
@@ -18,12 +25,29 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import requests
 
+from scaleout.project.config import ProjectError, load_project
+from scaleout.project.environment import read_python_env, split_provided
+from scaleoututil.partitioning import Partition
+
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = {"importer-client": (), "dispatcher-numpy": ("--dispatcher",)}  # name -> extra `client start` flags
+# name -> extra `client start` flags
+EXAMPLES = {"importer-client": (), "dispatcher-numpy": ("--dispatcher",), "sklearn-digits": (), "pytorch-digits": (),
+            "server-functions": ()}
+DEFAULT_CLIENTS = {"server-functions": 4}  # examples that need more than 2 clients to show anything
+
+
+def device_env(example: str, i: int, clients: int) -> dict[str, str]:
+    """The server-functions example's client i (1-based) of N: alternately fast and slow hardware, and
+    (with 3 or more clients) the last one not charging, so that the server functions never pick it."""
+    if example != "server-functions":
+        return {}
+    return {"DEVICE_TIER": "fast" if i % 2 else "slow",
+            "DEVICE_CHARGING": "false" if i == clients and clients >= 3 else "true"}
 
 
 def sh(args: list[str], cwd: Path) -> None:
@@ -79,6 +103,58 @@ def stop_all(work: Path) -> None:
         print(f"stopped {pidfile.stem} (pid {pid})")
 
 
+def _unmet(requirement: str) -> str | None:
+    """Why `requirement` is not satisfied by this Python's installed packages (None when it is)."""
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # no `packaging`: check the distribution's presence only
+        name = requirement.split(";")[0].strip()
+        for sep in "<>=!~[@ ":
+            name = name.split(sep)[0]
+        try:
+            importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            return "not installed"
+        return None
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return None  # an option line or a path: pip's business, not checked here
+    if req.marker is not None and not req.marker.evaluate():
+        return None
+    try:
+        version = importlib_metadata.version(req.name)
+    except importlib_metadata.PackageNotFoundError:
+        return "not installed"
+    if req.specifier and not req.specifier.contains(version, prereleases=True):
+        return f"version {version} is installed"
+    return None
+
+
+def missing_requirements(client_dir: Path) -> list[str]:
+    """The python_env.yaml dependencies of the project in `client_dir` that this Python lacks, with why."""
+    try:
+        env = read_python_env(load_project(client_dir))
+    except ProjectError:
+        return []  # no python_env: the project manages its environment itself
+    requirements, _ = split_provided(env.dependencies)
+    return [f"{req} ({why})" for req in requirements if (why := _unmet(req)) is not None]
+
+
+def check_requirements(example: str) -> None:
+    """Exit with a message saying what to install when the example's requirements are missing here."""
+    example_dir = ROOT / "examples" / example
+    missing = missing_requirements(example_dir / "client")
+    if missing:
+        sys.exit(f"examples/{example} needs packages that {sys.executable} does not have:\n  "
+                 + "\n  ".join(missing)
+                 + f"\nInstall its python_env.yaml requirements into this Python, then run this script again:\n"
+                 f"  cd {example_dir} && {sys.executable} -m scaleout run install -p client"
+                 + ("\n(PyTorch's CPU-only build, much smaller: prefix that command with "
+                    "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu)"
+                    if any(m.startswith("torch") for m in missing) else ""))
+
+
 def wait_for(url: str, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,15 +175,17 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".example-run", help="where data, logs, pids go")
     parser.add_argument("--api-port", type=int, default=8092)
     parser.add_argument("--combiner-port", type=int, default=12080)
-    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=None, help="default: 2 (4 for server-functions)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stop", action="store_true", help="stop server and clients when the session ends")
     parser.add_argument("--stop-only", action="store_true", help="only stop a previous run's processes")
     args = parser.parse_args()
+    args.clients = args.clients or DEFAULT_CLIENTS.get(args.example, 2)
     work: Path = args.work_dir.resolve()
     if args.stop_only:
         stop_all(work)
         return
+    check_requirements(args.example)
     stop_all(work)  # a previous run's processes would hold the ports
     if work.exists():
         shutil.rmtree(work)
@@ -128,11 +206,20 @@ def main() -> None:
             client_dir = work / f"client-{i}"
             client_dir.mkdir()
             spawn(f"client-{i}", ["client", "start", "--api-url", api, "-n", f"client-{i}", *EXAMPLES[args.example]],
-                  client_dir, work, env={"EXAMPLE_PARTITION": str(i - 1)})
+                  client_dir, work, env={"EXAMPLE_PARTITION": str(i - 1), **Partition(i - 1, args.clients).env(),
+                                         **device_env(args.example, i, args.clients)})
         wait_for(f"{api}/api/v1/clients/?status=online", lambda body: body.get("count", 0) >= args.clients, 90,
                  f"{args.clients} clients to connect")
+        server_functions = []
+        if args.example == "server-functions":  # its client selection reads the attributes the clients report
+            wait_for(f"{api}/api/v1/clients/?status=online",
+                     lambda body: sum("tier" in (c.get("attributes") or {}) for c in body["result"]) >= args.clients,
+                     60, "the clients' attributes")
+            server_functions = ["--server-functions", "server_functions.py"]
         sh(["session", "start", "--rounds", str(args.rounds), "--min_clients", str(args.clients),
-            "-n", f"{args.example}-example", "--wait", *api_opts], project)
+            "-n", f"{args.example}-example", "--wait", *server_functions, *api_opts], project)
+        if server_functions:
+            subprocess.run([sys.executable, "show_rounds.py", *api_opts], cwd=project, check=True)
     finally:
         if args.stop:
             stop_all(work)

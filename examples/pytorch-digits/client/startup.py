@@ -1,0 +1,108 @@
+"""startup(client): federated training of a small CNN on the digits with PyTorch (CPU).
+
+Each round a client loads the global weights into DigitsNet, runs a few epochs of SGD with momentum
+over its own share in mini-batches, and returns the new weights. Train settings (all optional): epochs
+(1), learning_rate (0.1), momentum (0.9), batch_size (32), alpha (the split's Dirichlet concentration;
+default $DIGITS_ALPHA or 0.5). The client's share is `client.partition` (set by SCALEOUT_PARTITION_ID /
+SCALEOUT_NUM_PARTITIONS, or per virtual client by `scaleout simulate`); without one the client trains on
+all training rows.
+"""
+
+import digits_data
+import numpy as np
+import torch
+from net import DigitsNet, get_params, set_params
+from torch import nn
+
+from scaleout import EdgeClient, ScaleoutModel
+from scaleoututil.helpers.helpers import get_helper
+from scaleoututil.partitioning import Partition
+
+HELPER_MODULE = "numpyhelper"
+helper = get_helper(HELPER_MODULE)
+
+DEFAULT_SETTINGS = {"epochs": 1, "learning_rate": 0.1, "momentum": 0.9, "batch_size": 32}
+
+# A tiny model gains nothing from many threads, and several clients often share one machine.
+torch.set_num_threads(1)
+
+
+def startup(client: EdgeClient):
+    DigitsClient(client)
+
+
+def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+
+
+def scores(net: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, cross-entropy loss) of the network on (x, y)."""
+    inputs, targets = tensors(x, y)
+    net.eval()
+    with torch.no_grad():
+        logits = net(inputs)
+        loss = nn.functional.cross_entropy(logits, targets).item()
+        accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
+    return accuracy, loss
+
+
+class DigitsClient:
+    def __init__(self, client: EdgeClient):
+        self.client = client
+        self.alpha = digits_data.alpha()
+        self.rounds_trained = 0  # seeds the batch order: repeatable, yet different each round
+        client.set_train_callback(self.train)
+        client.set_validate_callback(self.validate)
+        digits_data.share(self.partition, self.alpha)  # load and split the data now, not in the first round
+
+    @property
+    def partition(self) -> Partition:
+        return self.client.partition or Partition(0, 1)
+
+    def load(self, model: ScaleoutModel) -> DigitsNet:
+        net = DigitsNet()
+        set_params(net, model.get_model_params(helper))
+        return net
+
+    def train(self, model: ScaleoutModel, settings):
+        """A few epochs of mini-batch SGD on this client's share, starting from the global model."""
+        settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
+        learning_rate, momentum = float(settings["learning_rate"]), float(settings["momentum"])
+        self.alpha = digits_data.alpha(settings)
+        partition = self.partition
+        x, y = digits_data.share(partition, self.alpha)
+        inputs, targets = tensors(x, y)
+        net = self.load(model)
+        optimizer = torch.optim.SGD(net.parameters(), lr=learning_rate, momentum=momentum)
+        generator = torch.Generator().manual_seed(1000 * self.rounds_trained + partition.index)
+        self.rounds_trained += 1
+        for epoch in range(epochs):
+            net.train()
+            order = torch.randperm(len(targets), generator=generator)
+            total_loss = 0.0
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(net(inputs[batch]), targets[batch])
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(batch)
+                self.client.check_task_abort()  # raises if the session was stopped
+            accuracy, _ = scores(net, x, y)
+            mean_loss = total_loss / len(targets)
+            print(f"partition {partition.index}/{partition.count}: epoch {epoch + 1}/{epochs} on {len(y)} rows, "
+                  f"train loss {mean_loss:.4f}, accuracy {accuracy:.4f}")
+            self.client.log_metric({"train_loss": mean_loss, "train_accuracy": accuracy})
+        new_model = ScaleoutModel.from_model_params(get_params(net), helper=helper)
+        metadata = {"num_examples": len(y), "epochs": epochs, "learning_rate": learning_rate,
+                    "momentum": momentum, "batch_size": batch_size, "alpha": self.alpha}
+        return new_model, {"training_metadata": metadata}
+
+    def validate(self, model: ScaleoutModel):
+        """Accuracy and cross-entropy loss on this client's share and on the shared test set."""
+        net = self.load(model)
+        train_accuracy, train_loss = scores(net, *digits_data.share(self.partition, self.alpha))
+        test_accuracy, test_loss = scores(net, *digits_data.test_set())
+        return {"training_accuracy": train_accuracy, "training_loss": train_loss,
+                "test_accuracy": test_accuracy, "test_loss": test_loss}
