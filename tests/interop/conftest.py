@@ -34,7 +34,7 @@ class Official:
         command = [str(self.release.scaleout), *args]
         if api:
             command += ["-H", "127.0.0.1", "-P", str(self.dep.api_port), "-p", "http"]
-        result = subprocess.run(command, cwd=cwd or self.dep.root, capture_output=True, text=True, timeout=120,
+        result = subprocess.run(command, cwd=cwd or self.dep.root, capture_output=True, text=True, timeout=240,
                                 env=client_env(self.home))
         output = result.stdout + result.stderr
         if result.returncode != 0 or "Traceback" in output:

@@ -23,7 +23,7 @@ from scaleoututil.helpers.helpers import get_helper
 from tests.e2e.deployment import Deployment, wait_until
 from tests.interop.conftest import SEED_EXAMPLE, Official, project_copy
 
-pytestmark = [pytest.mark.interop, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(420)]
 
 helper = get_helper("numpyhelper")
 
