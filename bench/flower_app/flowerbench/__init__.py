@@ -1,0 +1,1 @@
+"""Flower app for bench/flower_compare.py (same workload as bench/projects/trivial)."""
