@@ -480,4 +480,6 @@ def _long_poll_deadline(time_remaining: float | None) -> float | None:
 
 
 def _iso_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """UTC with milliseconds: the moment the combiner hands a task out (clients ignore it; benchmarks use it)."""
+    at = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
