@@ -64,6 +64,7 @@ import psutil  # noqa: E402
 
 from scaleout.client.connection import CHANNEL_OPTIONS  # noqa: E402
 from scaleout.client.registration import WIRE_CLIENT_VERSION  # noqa: E402
+from scaleout.client.task_receiver import LATE_POLL_FRACTION  # noqa: E402
 from scaleout.client.tasks import MODEL_UPDATE_STATUS, now_timestamp  # noqa: E402
 from scaleoututil.grpc import scaleout_pb2 as pb  # noqa: E402
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc  # noqa: E402
@@ -405,8 +406,10 @@ class VirtualClient:
             try:
                 directive = answer.result()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    self.rec.error("PollAndReportAsync", exc)
+                late = long_poll and time.perf_counter() - started >= LATE_POLL_FRACTION * cfg.poll_timeout
+                code = exc.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED or (code == grpc.StatusCode.CANCELLED and late):
+                    self.rec.error("PollAndReportAsync", exc)  # like our client: a held poll's end, poll again
                     continue
                 if exc.code() == grpc.StatusCode.CANCELLED and self.stop.is_set():
                     return

@@ -274,3 +274,34 @@ def test_metrics_logged_while_the_combiner_is_down_arrive_after_it_returns(tmp_p
             assert second.metrics[0].metrics[0].value == 0.5
     finally:
         env.close()
+
+
+class LateCancellingCombiner(FakeCombiner):
+    """Holds each of the first polls until just before the client's deadline, then cancels it (as a loaded
+    server's late answer looks to the client); afterwards behaves normally."""
+
+    def __init__(self, late_polls: int) -> None:
+        super().__init__()
+        self.late_polls = late_polls
+
+    def PollAndReportAsync(self, request: pb.ClientReport, context) -> pb.CombinerDirective:  # type: ignore[override]
+        if self.late_polls > 0:
+            self.late_polls -= 1
+            time.sleep(max(0.0, context.time_remaining() - 0.1))
+            context.abort(grpc.StatusCode.CANCELLED, "answered too late")
+        return super().PollAndReportAsync(request, context)
+
+
+def test_polls_cancelled_at_their_deadline_are_renewed_at_once_without_back_off(tmp_path: Path) -> None:
+    with running_combiner(LateCancellingCombiner(late_polls=4)) as (fake, port):
+        env = make_env(fake, port, tmp_path, poll_timeout=0.5)
+        env.client.set_custom_callback("echo", lambda params: {"echo": params})
+        started = time.monotonic()
+        env.receiver.start()
+        try:
+            fake.enqueue(custom("after-late-polls", x=1))
+            wait_until(lambda: fake.done_report("after-late-polls"), timeout=10)
+            # four late polls take ~2 s; backing off after each (0.5 + 1 + 2 + 4 s) would take over 9 s
+            assert time.monotonic() - started < 5
+        finally:
+            env.close()
