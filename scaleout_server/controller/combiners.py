@@ -37,6 +37,7 @@ PROBE_TIMEOUT = 2.0
 LIST_TIMEOUT = 5.0
 ABORT_TIMEOUT = 5.0
 FRESH_FOR = 6.0  # a combiner heard from this recently is assigned clients without a probe
+TOUCH_EVERY = 1.0  # seconds: how stale a combiner's stored last_seen may get while it keeps sending
 WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
 KEEPALIVE_MS = 10_000  # combiners accept pings every 5 s (combiner/server.py GRPC_OPTIONS)
 KEEPALIVE_TIMEOUT_MS = 5_000
@@ -140,9 +141,16 @@ class CombinerRegistry:
                                                    descending=False))[1]
 
     def touch(self, combiner_id: str, load: int | None = None) -> r.CombinerRecord:
-        """Note that the combiner was heard from (and its reported load)."""
+        """Note that the combiner was heard from (and its reported load). An online combiner heard
+        from less than `TOUCH_EVERY` seconds ago, with an unchanged load, is not written again: its
+        event feed arrives every 0.2 s, and the liveness rules count in seconds."""
         record = self.get(combiner_id)
-        record.last_seen = r.utcnow()
+        now = r.utcnow()
+        last = as_utc(record.last_seen)
+        if (record.status == "online" and (load is None or int(load) == record.load) and last is not None
+                and timedelta(0) <= now - last < timedelta(seconds=TOUCH_EVERY)):
+            return record
+        record.last_seen = now
         if record.status != "online":
             log.info("combiner %s is online again", record.name)
         record.status = "online"

@@ -15,7 +15,7 @@ import logging
 import tarfile
 import tempfile
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
@@ -135,43 +135,49 @@ class Controller:
     def sweep_clients(self) -> int:
         """Mark clients offline that were not seen for `client_offline_after` seconds and that their
         combiner no longer reports as connected (combiners only report changes, so a quiet client
-        that is still connected stays online). Returns how many were marked."""
-        now = r.utcnow()
-        stale = []
-        for client in self.store.clients.list(ListQuery(filters={"status": "online"}))[1]:
-            last = as_utc(client.last_seen)
-            if last is None or (now - last).total_seconds() >= self.settings.client_offline_after:
-                stale.append(client)
+        that is still connected stays online). Returns how many were marked.
+
+        A few statements per sweep whatever the number of clients: the database selects the stale
+        ones, and the refreshed and the offline ones are each written in one batch."""
+        cutoff = r.utcnow() - timedelta(seconds=self.settings.client_offline_after)
+        stale = self.store.clients.not_seen_since(cutoff)
         if not stale:
             return 0
         combiner_ids = {c.combiner_id for c in stale if c.combiner_id}
         reachable = [c for c in self.registry.online() if c.combiner_id in combiner_ids]
         active = self.registry.active_clients(reachable, timeout=2.0)
         connected = {a.client_id: a.last_seen for clients in active.values() for a in clients}
-        marked = 0
-        for client in stale:
-            if client.client_id in connected:
-                self._refresh_last_seen(client.client_id, connected[client.client_id])
-                continue
-            current = self.store.clients.get(client.client_id)
-            if current is None or current.status != "online" or as_utc(current.last_seen) != as_utc(client.last_seen):
-                continue  # seen meanwhile
-            current.status = "offline"
-            self.store.clients.update(current)
-            marked += 1
+        self._refresh_last_seen({c.client_id: connected[c.client_id] for c in stale if c.client_id in connected})
+        marked = self._mark_offline([c.client_id for c in stale if c.client_id not in connected], cutoff)
+        for client in marked:
             log.info("client %s (%s) marked offline: not seen for %.0f s and not connected to its combiner",
-                     current.name, current.client_id, self.settings.client_offline_after)
-        return marked
+                     client.name, client.client_id, self.settings.client_offline_after)
+        return len(marked)
 
-    def _refresh_last_seen(self, client_id: str, last_seen: float) -> None:
-        """A quiet but connected client: take its combiner's last-seen time, so lists stay current."""
-        current = self.store.clients.get(client_id)
-        if current is None or not last_seen:
-            return
-        seen = datetime.fromtimestamp(last_seen, UTC)
-        if current.last_seen is None or seen > as_utc(current.last_seen):
-            current.last_seen = seen
-            self.store.clients.update(current)
+    def _refresh_last_seen(self, last_seen: dict[str, float]) -> None:
+        """Quiet but connected clients: take their combiner's last-seen times (never moving one back),
+        so lists stay current."""
+        seen = {cid: datetime.fromtimestamp(ts, UTC) for cid, ts in last_seen.items() if ts}
+
+        def refresh(client_id: str, current: r.ClientRecord | None) -> r.ClientRecord | None:
+            if current is None or (current.last_seen is not None and seen[client_id] <= as_utc(current.last_seen)):
+                return None
+            current.last_seen = seen[client_id]
+            return current
+
+        self.store.clients.modify_many(seen, refresh)
+
+    def _mark_offline(self, client_ids: list[str], cutoff: datetime) -> list[r.ClientRecord]:
+        """Those of the clients that are still online and not seen since `cutoff` (one seen meanwhile is spared)."""
+
+        def offline(client_id: str, current: r.ClientRecord | None) -> r.ClientRecord | None:
+            last = as_utc(current.last_seen) if current is not None else None
+            if current is None or current.status != "online" or (last is not None and last > cutoff):
+                return None
+            current.status = "offline"
+            return current
+
+        return self.store.clients.modify_many(client_ids, offline)
 
     # -- combiners -------------------------------------------------------------------------
     def register_combiner(self, name: str, host: str, port: int, public_hostname: str | None = None,
@@ -225,8 +231,7 @@ class Controller:
                 raise InvalidInput(f"event {index}: unknown kind {kind!r}; "
                                    f"accepted: {', '.join(EVENT_KINDS + LIVENESS_KINDS)}")
         stored = self._store_records(records)
-        for data in seen:
-            self._client_seen(combiner_id, data)
+        self._clients_seen(combiner_id, seen)
         self._keep_current_values(records)
         self.registry.touch(combiner_id, load)
         return stored + len(seen) + (1 if load is not None else 0)
@@ -239,19 +244,25 @@ class Controller:
     def _keep_current_values(self, records: list[Any]) -> None:
         """Copy each client's newest attribute and telemetry values onto its ClientRecord: that is
         what `/api/v1/attributes/current` answers (server functions select clients by it) and what
-        the client list shows. Records are in arrival order, so a later one wins."""
+        the client list shows. Records are in arrival order, so a later one wins. The batch is
+        collapsed to one value per client and key first, then written in one go (a per-client
+        write made a thousand clients' telemetry cost thousands of statements per batch)."""
         latest: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         for record in records:
             if isinstance(record, (r.AttributeRecord, r.TelemetryRecord)) and record.client_id and record.key:
                 attributes, telemetry = latest.setdefault(record.client_id, ({}, {}))
                 (attributes if isinstance(record, r.AttributeRecord) else telemetry)[record.key] = record.value
-        for client_id, (attributes, telemetry) in latest.items():
-            client = self.store.clients.get(client_id)
+
+        def merge(client_id: str, client: r.ClientRecord | None) -> r.ClientRecord | None:
             if client is None:  # a client the store does not know: the records alone are kept
-                continue
+                return None
+            attributes, telemetry = latest[client_id]
             client.attributes = {**(client.attributes or {}), **attributes}
             client.telemetry = {**(client.telemetry or {}), **telemetry}
-            self.store.clients.upsert(client)
+            return client
+
+        if latest:
+            self.store.clients.modify_many(latest, merge)
 
     @staticmethod
     def _check_client_seen(index: int, data: dict[str, Any]) -> dict[str, Any]:
@@ -265,21 +276,19 @@ class Controller:
                 raise InvalidInput(f"event {index} (client_seen): data.{key} must be a string, got {data[key]!r}")
         return data
 
-    def _client_seen(self, combiner_id: str, data: dict[str, Any]) -> r.ClientRecord:
-        client_id = data["client_id"]
-        record = self.store.clients.get(client_id) or r.ClientRecord(client_id=client_id,
-                                                                     name=default_client_name(client_id))
-        if data["status"] == "offline" and record.combiner_id not in (None, "", combiner_id):
-            # the client has moved to another combiner: this one only noticed that it left (possibly late,
-            # after a network partition); its record belongs to the new combiner now
-            return record
-        record.name = data.get("name") or record.name
-        record.status = data["status"]
-        record.combiner_id = combiner_id
-        record.last_seen = r.utcnow()
-        if data.get("ip"):
-            record.ip = data["ip"]
-        return self.store.clients.upsert(record)
+    def _clients_seen(self, combiner_id: str, seen: list[dict[str, Any]]) -> None:
+        """Apply a batch's `client_seen` events (in order; a client may appear more than once) in one write."""
+        by_client: dict[str, list[dict[str, Any]]] = {}
+        for data in seen:
+            by_client.setdefault(data["client_id"], []).append(data)
+
+        def apply(client_id: str, record: r.ClientRecord | None) -> r.ClientRecord | None:
+            record = record or r.ClientRecord(client_id=client_id, name=default_client_name(client_id))
+            applied = [client_seen(record, combiner_id, data) for data in by_client[client_id]]
+            return record if any(applied) else None
+
+        if by_client:
+            self.store.clients.modify_many(by_client, apply)
 
     # -- clients ---------------------------------------------------------------------------
     def add_client(self, client_id: str | None, name: str | None, preferred_combiner: str | None,
@@ -572,6 +581,22 @@ def plaintext_hint(client_version: str | None) -> str | None:
         return None
     return (f"official client {client_version} uses TLS for gRPC by default, and this combiner is plaintext: "
             "if it fails with a TLS handshake error, start it with SCALEOUT_GRPC_SECURE=false")
+
+
+def client_seen(record: r.ClientRecord, combiner_id: str, data: dict[str, Any]) -> bool:
+    """Apply one `client_seen` event of `combiner_id` to the client's record (status, name, ip, last
+    seen now); False when the event does not apply."""
+    if data["status"] == "offline" and record.combiner_id not in (None, "", combiner_id):
+        # the client has moved to another combiner: this one only noticed that it left (possibly late,
+        # after a network partition); its record belongs to the new combiner now
+        return False
+    record.name = data.get("name") or record.name
+    record.status = data["status"]
+    record.combiner_id = combiner_id
+    record.last_seen = r.utcnow()
+    if data.get("ip"):
+        record.ip = data["ip"]
+    return True
 
 
 def default_client_name(client_id: str) -> str:

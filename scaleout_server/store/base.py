@@ -8,8 +8,9 @@ wire layer can pass query parameters through after validating them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from scaleout_server.errors import InvalidInput, Unavailable
@@ -95,6 +96,18 @@ class Collection(ABC, Generic[R]):
     def upsert(self, record: R) -> R: ...
 
     @abstractmethod
+    def modify_many(self, keys: Iterable[str], change: Callable[[str, R | None], R | None]) -> list[R]:
+        """Read-modify-write of many records in one transaction and a few statements, whatever their
+        number (the combiners' event feed touches thousands of clients per batch).
+
+        `change(key, stored_or_None)` is called once per distinct key, in the given order, and returns
+        the record to store (a new one for a missing key inserts it) or None to leave it alone. Stored
+        records are locked against concurrent writers until the transaction ends, so `change` sees
+        and replaces the current version (it runs inside that transaction: it must not call the
+        store). Like `update`, `updated_at` is set to now and `committed_at` keeps its stored value.
+        Returns the records written."""
+
+    @abstractmethod
     def delete(self, key: str) -> bool: ...
 
     @abstractmethod
@@ -119,6 +132,13 @@ class ModelCollection(Collection[r.ModelRecord], ABC):
     def latest(self, session_id: str | None = None) -> r.ModelRecord | None: ...
 
 
+class ClientCollection(Collection[r.ClientRecord], ABC):
+    @abstractmethod
+    def not_seen_since(self, moment: datetime) -> list[r.ClientRecord]:
+        """Online clients whose `last_seen` is unset or not after `moment`: the liveness sweep's
+        candidates, selected by the database rather than by listing every online client."""
+
+
 class PackageCollection(Collection[r.PackageRecord], ABC):
     @abstractmethod
     def get_active(self) -> r.PackageRecord | None: ...
@@ -134,7 +154,7 @@ class PackageCollection(Collection[r.PackageRecord], ABC):
 class Store(ABC):
     """All collections of one deployment, plus the few operations that span several."""
 
-    clients: Collection[r.ClientRecord]
+    clients: ClientCollection
     combiners: Collection[r.CombinerRecord]
     models: ModelCollection
     packages: PackageCollection

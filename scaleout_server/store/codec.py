@@ -7,6 +7,7 @@ become dicts, and `decode` rebuilds the typed record from what `encode` produced
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from datetime import datetime
@@ -72,12 +73,19 @@ def from_jsonable(cls: type, data: dict[str, Any]) -> Any:
     a malformed record is refused here rather than failing (as a 500) when it is stored."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _typed(hints[f.name], data[f.name], f.name)
+    for name, hint in _field_hints(cls):
+        if name in data:
+            kwargs[name] = _typed(hint, data[name], name)
     return cls(**kwargs)
+
+
+@functools.cache
+def _field_hints(cls: type) -> tuple[tuple[str, Any], ...]:
+    """Each field's name and type, resolved once per class: resolving the string annotations
+    (`from __future__ import annotations`) for every record was most of the cost of decoding a batch."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
 
 
 # the widest integer every store backend holds (64-bit signed)

@@ -23,11 +23,12 @@ with InvalidRecord.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -65,6 +66,7 @@ from scaleout_server.store import records as r
 from scaleout_server.store.base import (
     MAX_KEY_CHARS,
     AlreadyExists,
+    ClientCollection,
     Collection,
     InvalidQuery,
     InvalidRecord,
@@ -559,6 +561,67 @@ class SQLCollection(Collection[R]):
         if conn.execute(sa_update(self._table).where(self._pk == key).values(values)).rowcount == 0:
             conn.execute(sa_insert(self._table).values(self._row(record)))
 
+    def modify_many(self, keys: Iterable[str], change: Callable[[str, R | None], R | None]) -> list[R]:
+        """One SELECT per `_IN_CHUNK` keys (rows locked on PostgreSQL, in key order so that two batches
+        cannot deadlock; SQLite serialises write transactions anyway), then one executemany upsert."""
+        wanted: dict[str, str] = {}  # id as stored -> the caller's spelling (see `clean_text`)
+        for key in keys:
+            wanted.setdefault(_key(key), key)
+        if not wanted:
+            return []
+        in_key_order = sorted(wanted)
+        now = r.utcnow()
+        try:
+            with self._tx.write() as conn:
+                stored: dict[str, R] = {}
+                for i in range(0, len(in_key_order), _IN_CHUNK):
+                    stmt = select(self._table).where(self._pk.in_(in_key_order[i:i + _IN_CHUNK])).order_by(self._pk)
+                    if self._dialect == "postgresql":
+                        stmt = stmt.with_for_update()
+                    for row in conn.execute(stmt).mappings():
+                        stored[row[self.id_field]] = self._record(row)
+                changed: list[R] = []
+                for key, given in wanted.items():
+                    current = stored.get(key)
+                    created = getattr(current, "committed_at", None)  # before `change` may touch it
+                    record = change(given, current)
+                    if record is None:
+                        continue
+                    self._check_type(record)
+                    if _key(getattr(record, self.id_field)) != key:
+                        raise ValueError(f"modify_many: the {self.kind} returned for id {key!r} has id "
+                                         f"{getattr(record, self.id_field)!r}; change a record, not its id")
+                    if self._has_updated_at:
+                        record.updated_at = now  # type: ignore[attr-defined]
+                    if created is not None:
+                        record.committed_at = created  # type: ignore[attr-defined]
+                    self._before_write(conn, record)
+                    changed.append(record)
+                if changed:
+                    self._upsert_many(conn, changed)
+        except IntegrityError as exc:
+            raise _integrity_error(self.kind, exc) from exc
+        return changed
+
+    def _upsert_many(self, conn: Connection, records: Sequence[Any]) -> None:
+        """Insert or replace these records (distinct ids) with one executemany statement."""
+        if self._upsert_rows is None:  # no INSERT ... ON CONFLICT: one statement per record
+            for record in records:
+                self._upsert(conn, record)
+            return
+        conn.execute(self._upsert_rows, [self._row(record) for record in records])
+
+    @functools.cached_property
+    def _upsert_rows(self) -> Any:
+        """INSERT ... ON CONFLICT (id) DO UPDATE of every column but the id and `committed_at`; built
+        once, since building it (and its cache key) cost more than executing it for a small batch."""
+        stmt = _dialect_insert(self._dialect, self._table)
+        if stmt is None:
+            return None
+        kept = {self.id_field, "committed_at"}
+        replace = {c.name: stmt.excluded[c.name] for c in self._table.c if c.name not in kept}
+        return stmt.on_conflict_do_update(index_elements=[self._pk], set_=replace)
+
     def delete(self, key: str) -> bool:
         with self._tx.write() as conn:
             return conn.execute(sa_delete(self._table).where(self._pk == _key(key))).rowcount > 0
@@ -657,6 +720,16 @@ def _integrity_error(kind: str, exc: IntegrityError) -> StoreError:
     return StoreError(f"{kind} rejected by the database (a required field is missing?): {exc.orig}")
 
 
+class SQLClientCollection(SQLCollection[r.ClientRecord], ClientCollection):
+    def not_seen_since(self, moment: datetime) -> list[r.ClientRecord]:
+        t = self._table
+        stmt = (select(t).where(t.c.status == "online", or_(t.c.last_seen.is_(None), t.c.last_seen <= moment))
+                .order_by(self._pk))
+        with self._tx.read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [self._record(row) for row in rows]
+
+
 class SQLModelCollection(SQLCollection[r.ModelRecord], ModelCollection):
     def ancestors(self, model_id: str, limit: int = 0, include_self: bool = True,
                   reverse: bool = False) -> list[r.ModelRecord]:
@@ -753,7 +826,7 @@ class SQLStore(Store):
         by_kind = {k.kind: k for k in _KINDS}
         self._collections: dict[str, SQLCollection[Any]] = {}
         for kind, attr in _COLLECTION_ATTR.items():
-            cls: type[SQLCollection[Any]] = {"model": SQLModelCollection,
+            cls: type[SQLCollection[Any]] = {"client": SQLClientCollection, "model": SQLModelCollection,
                                               "package": SQLPackageCollection}.get(kind, SQLCollection)
             coll = cls(by_kind[kind], self._tx, dialect)
             self._collections[kind] = coll
