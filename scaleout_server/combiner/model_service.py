@@ -1,15 +1,18 @@
 """The `scaleout.ModelService` servicer: models to clients (Download) and updates from them (Upload).
 
 Downloads stream from the model repository in 1 MiB chunks (under the clients' 4 MiB receive
-limit) and end with a `checksum` trailer so the client can verify what it got. Uploads go to a
-temporary file in the combiner's work folder, are checked (size limit, SHA-256, container id)
-and only then appear under `<model-id>.scm`, where the round picks them up.
+limit) and end with a `checksum` trailer so the client can verify what it got (computed once per
+model: model_digests.py). Uploads go to a temporary file in the combiner's work folder, are
+checked (size limit, SHA-256, container id) and only then appear under `<model-id>.scm`, where the
+round picks them up. A combiner that cannot open a file right now (out of descriptors, disk full)
+answers UNAVAILABLE, which clients retry, rather than failing their task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +22,10 @@ from typing import Any, BinaryIO
 import grpc
 
 from scaleout_server.combiner.client_service import metadata_of
+from scaleout_server.combiner.model_digests import ModelDigest, ModelDigests
 from scaleout_server.combiner.rounds import is_safe_id, update_file
 from scaleout_server.durable import commit_file
-from scaleout_server.repository.base import BlobNotFound, ModelRepository
+from scaleout_server.repository.base import BlobNotFound, ModelRepository, RepositoryError, RepositoryUnavailable
 from scaleoututil.checksum import HashingReader
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
@@ -48,6 +52,7 @@ class ModelService(pb_grpc.ModelServiceServicer):
         self.updates_dir = updates_dir
         self.max_model_bytes = max_model_bytes  # settings.max_model_bytes (0: no limit)
         self.max_chunk_bytes = max_chunk_bytes  # settings.max_chunk_bytes (0: only gRPC's message limit)
+        self.digests = ModelDigests()
 
     async def Download(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[pb.FileChunk]:
@@ -59,18 +64,42 @@ class ModelService(pb_grpc.ModelServiceServicer):
         except BlobNotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"model {model_id} not found")
             return
-        reader = HashingReader(stream)
+        except (OSError, RepositoryUnavailable) as exc:  # e.g. out of file descriptors: the client retries
+            log.error("cannot open model %s for a download: %s", model_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"combiner cannot read model {model_id} now: {exc}")
+            return
+        sent = 0
         try:
-            # a raw legacy blob gets no trailer: the client re-wraps it, so no checksum could match
-            container = await asyncio.to_thread(_is_container, stream)
-            while chunk := await asyncio.to_thread(reader.read, CHUNK_SIZE):
+            size = _size_of(stream)
+            # hashed once per model, alongside this stream, not once per client (model_digests.py)
+            pending = self.digests.get(model_id, size, lambda: self._digest(model_id))
+            while chunk := await asyncio.to_thread(stream.read, CHUNK_SIZE):
+                sent += len(chunk)
                 yield pb.FileChunk(data=chunk)
         finally:
             stream.close()
-        if container:
-            context.set_trailing_metadata(((MD_CHECKSUM, reader.hexdigest()),))
-        log.debug("model %s sent to %s (%d bytes)", model_id, metadata_of(context).get(MD_CLIENT_ID, "?"),
-                  reader.size)
+        try:
+            digest = await asyncio.shield(pending)
+        except (BlobNotFound, OSError, RepositoryError) as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not checksum model {model_id}: {exc}")
+            return
+        if digest.size != sent:  # replaced while being sent: a stale checksum would fail the client's check
+            self.digests.forget(model_id, size)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"model {model_id} changed while being sent; "
+                                "download it again")
+            return
+        if digest.container:  # a raw legacy blob gets no trailer: the client re-wraps it, so no checksum could match
+            context.set_trailing_metadata(((MD_CHECKSUM, digest.checksum),))
+        log.debug("model %s sent to %s (%d bytes)", model_id, metadata_of(context).get(MD_CLIENT_ID, "?"), sent)
+
+    def _digest(self, model_id: str) -> ModelDigest:
+        """Read the stored model once: container or raw blob, sha256 and size (worker thread)."""
+        with self.repository.open("models", model_id) as stream:
+            container = _is_container(stream)
+            reader = HashingReader(stream)
+            while reader.read(CHUNK_SIZE):
+                pass
+        return ModelDigest(container=container, checksum=reader.hexdigest(), size=reader.size)
 
     async def Upload(self, request_iterator: AsyncIterator[pb.FileChunk], context: grpc.aio.ServicerContext
                      ) -> pb.ModelResponse:
@@ -90,6 +119,10 @@ class ModelService(pb_grpc.ModelServiceServicer):
         except UploadRejected as exc:
             log.warning("upload of %r from client %s rejected: %s", model_id, client_id, exc)
             await context.abort(exc.code, str(exc))
+            raise AssertionError("unreachable") from exc
+        except OSError as exc:  # e.g. out of file descriptors, disk full: the client retries
+            log.error("upload of %r from client %s could not be stored: %s", model_id, client_id, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"combiner cannot store the upload now: {exc}")
             raise AssertionError("unreachable") from exc
         log.info("model update %s received from client %s (%d bytes)", model_id, client_id, size)
         return pb.ModelResponse(status=pb.OK, message=f"model {model_id} received")
@@ -134,6 +167,16 @@ def _append(out: BinaryIO, digest: Any, data: bytes) -> None:
     """Hash and write one received chunk (run in a worker thread)."""
     digest.update(data)
     out.write(data)
+
+
+def _size_of(stream: BinaryIO) -> int:
+    """The stream's length (-1 when it cannot seek), position restored: a seek, no reading."""
+    if not stream.seekable():
+        return -1
+    pos = stream.tell()
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(pos)
+    return size
 
 
 def _is_container(stream: BinaryIO) -> bool:

@@ -9,6 +9,7 @@ explicitly and skip registration (`CombinerServer(settings, repository=..., link
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -28,6 +29,7 @@ from scaleout_server.combiner.controller_link import ControllerLink, EventLink
 from scaleout_server.combiner.limits import RateLimitInterceptor
 from scaleout_server.combiner.malformed import MalformedRequestInterceptor
 from scaleout_server.combiner.model_service import ModelService
+from scaleout_server.combiner.open_files import prepare_open_file_limit
 from scaleout_server.combiner.rounds import Rounds, RoundState
 from scaleout_server.ratelimit import RateLimiter
 from scaleout_server.repository.base import ModelRepository
@@ -38,13 +40,17 @@ from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 GRPC_OPTIONS = [
-    # the official client pings every 5 s, also between calls; stricter limits end in GOAWAY too_many_pings
-    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    # the official client pings every 5 s, also between calls; stricter limits end in GOAWAY too_many_pings.
+    # Accept 4 s, not exactly 5: a ping delayed on the way makes the next one arrive early, and a few of those
+    # (grpc's ping strikes) close the connection, which under load ends calls CANCELLED. (This is the rule for
+    # pings we receive; grpc.http2.min_time_between_pings_ms is about pings we send, and we send none.)
+    ("grpc.http2.min_ping_interval_without_data_ms", 4000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
 ]
 LOAD_INTERVAL = 2.0
 SWEEP_INTERVAL = 1.0
+SWEEP_ERROR_EVERY = 60.0  # the same sweep failure is logged at most this often
 ORPHAN_UPLOAD_AGE = 6 * 3600.0  # uploads never claimed by a ModelUpdate are deleted after this
 MESSAGE_OVERHEAD = 1024 * 1024  # room above max_chunk_bytes, so an oversized chunk gets our message, not gRPC's
 
@@ -203,7 +209,10 @@ class CombinerServer:
             await asyncio.sleep(LOAD_INTERVAL)
 
     async def _sweep(self) -> None:
+        """Mark silent clients offline every second, delete orphan uploads every minute; survives any failure
+        (out of file descriptors, a full disk: said once per minute, and the next pass tries again)."""
         last_cleanup = time.monotonic()
+        last_os_error = -SWEEP_ERROR_EVERY
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
@@ -211,6 +220,10 @@ class CombinerServer:
                 if time.monotonic() - last_cleanup > 60:
                     last_cleanup = time.monotonic()
                     await asyncio.to_thread(self._delete_orphans, self._uploads_in_use())
+            except OSError as exc:  # e.g. EMFILE: even starting the worker thread can need a file
+                if time.monotonic() - last_os_error >= SWEEP_ERROR_EVERY:
+                    last_os_error = time.monotonic()
+                    log.error("combiner sweep failed: %s%s; sweeping on", exc, _fd_hint(exc))
             except Exception:  # the sweeper must survive any one failure
                 log.exception("combiner sweep failed")
 
@@ -250,8 +263,15 @@ async def serve(settings: ServerSettings, stop_event: asyncio.Event | threading.
         await server.stop()
 
 
+def _fd_hint(exc: OSError) -> str:
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return " (out of file descriptors: raise the open-file limit, see the warning at start-up)"
+    return ""
+
+
 def run_combiner(settings: ServerSettings) -> None:
     """Blocking entry point for `scaleout combiner start`: serve until SIGINT/SIGTERM."""
+    prepare_open_file_limit()  # a process-wide limit: raised here, not by combiners embedded in tests
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from scaleout_server.combiner.client_manager import _long_poll_deadline, now
 from scaleoututil.grpc import scaleout_pb2 as pb
 from tests.unit.test_combiner_support import Harness, SimClient, running_harness, wait_until
 
@@ -41,13 +42,25 @@ def test_long_poll_with_deadline_returns_soon_after_a_task_is_queued(harness: Ha
     client.channel.close()
 
 
-def test_long_poll_without_task_returns_before_its_deadline(harness: Harness) -> None:
+def test_long_poll_without_task_returns_a_second_before_its_deadline(harness: Harness) -> None:
     client = SimClient(harness.port, "c1")
     started = time.monotonic()
-    assert client.poll(timeout=2.0) == []
+    assert client.poll(timeout=2.5) == []
     elapsed = time.monotonic() - started
-    assert 1.2 < elapsed < 1.9
+    assert 1.3 < elapsed < 1.8
     client.channel.close()
+
+
+def test_held_poll_is_answered_max_of_a_second_and_a_tenth_of_its_time_before_its_deadline() -> None:
+    """Answered 0.5 s ahead, a busy combiner's answers came too late: thousands of DEADLINE_EXCEEDED."""
+    def held_for(time_remaining: float | None) -> float | None:
+        deadline = _long_poll_deadline(time_remaining)
+        return None if deadline is None else round(deadline - now(), 2)
+
+    assert held_for(10.0) == 9.0  # our client's 10 s poll
+    assert held_for(30.0) == 27.0
+    assert held_for(1.5) == 0.5
+    assert held_for(0.9) is None and held_for(None) is None  # no deadline worth holding for: answered at once
 
 
 def test_poll_without_deadline_or_interval_is_answered_at_once(harness: Harness) -> None:
