@@ -4,35 +4,17 @@ and must do so in a few statements, without losing a concurrent writer's change.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from sqlalchemy import event
 
 from scaleout_server.store import records as r
 from scaleout_server.store.base import Store
+from tests.sql_statements import counted_statements
 from tests.storage.concurrency import run_together
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@contextmanager
-def counted_statements(store: Store) -> Iterator[list[str]]:
-    """The SQL statements the store sends while the block runs (an executemany counts once)."""
-    statements: list[str] = []
-    engine = store._engine  # type: ignore[attr-defined]
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def _client(i: int, **fields: object) -> r.ClientRecord:

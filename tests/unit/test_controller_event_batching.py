@@ -7,17 +7,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from scaleout_server.store import codec
 from scaleout_server.store import records as r
-from scaleout_server.store.base import Store
+from tests.sql_statements import counted_statements
 from tests.unit.test_api_support import Api, build_api
 from tests.unit.test_controller_fakes import Env, environment
 
@@ -31,22 +29,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     yield from build_api(tmp_path)
-
-
-@contextmanager
-def counted_statements(store: Store) -> Iterator[list[str]]:
-    """The SQL statements sent while the block runs (an executemany counts once)."""
-    statements: list[str] = []
-    engine = store._engine  # type: ignore[attr-defined]
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def telemetry(client_id: str, key: str, value: float) -> dict[str, Any]:
