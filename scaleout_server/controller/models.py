@@ -77,7 +77,8 @@ def ingest_model(repository: ModelRepository, stream: BinaryIO, helper_type: str
                 raise InvalidInput(f"not a valid model file for {helper_type}: the file is empty")
             upload.seek(0)
             try:
-                if container.is_container(upload):
+                wrapped = container.is_container(upload)
+                if wrapped:
                     metadata = container.read_container_metadata(upload)
                     helper_type = metadata.get("helper_type") or helper_type
             except container.InvalidModel as exc:
@@ -85,9 +86,8 @@ def ingest_model(repository: ModelRepository, stream: BinaryIO, helper_type: str
         helper = get_helper(helper_type)
         _check_parameters(upload_path, helper, helper_type)
         with open(upload_path, "rb") as upload:
-            if not container.is_container(upload):
+            if not wrapped:
                 return write_model(repository, upload, helper_type)
-            upload.seek(0)
             with container.open_training_model(upload) as entry, spooled_copy(entry) as training:
                 return write_model(repository, training, helper_type)
 
