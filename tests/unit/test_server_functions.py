@@ -161,8 +161,8 @@ class ServerFunctions(ServerFunctionsBase):
 """
 
 
-def test_the_global_model_is_exported_once_a_round_for_both_settings_and_aggregate(
-        deployment: Deployment, clients: dict[str, SimClient], monkeypatch: pytest.MonkeyPatch) -> None:
+def count_exports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The model ids server functions export from now on (one entry per export)."""
     exported: list[str] = []
     real_export = server_functions.export_arrays
 
@@ -171,6 +171,12 @@ def test_the_global_model_is_exported_once_a_round_for_both_settings_and_aggrega
         return real_export(repository, model_id, helper_type, dest)
 
     monkeypatch.setattr(server_functions, "export_arrays", counting_export)
+    return exported
+
+
+def test_the_global_model_is_exported_once_a_round_for_both_settings_and_aggregate(
+        deployment: Deployment, clients: dict[str, SimClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    exported = count_exports(monkeypatch)
     deployment.seed()
     session = deployment.run(SETTINGS_AND_AGGREGATE, rounds=2, clients_required=3)
 

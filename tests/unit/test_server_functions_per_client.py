@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scaleout_server.controller import server_functions
 from scaleout_server.controller.server_functions import Limits, ServerFunctionsHooks
 from scaleout_server.store import records as r
 from scaleoututil.grpc import scaleout_pb2 as pb
@@ -24,7 +23,14 @@ from scaleoututil.serverfunctions.serverfunctionsbase import provided_functions
 from tests.unit.test_combiner_support import SEED_ID, Harness, SimClient
 from tests.unit.test_controller_fakes import HELPER
 from tests.unit.test_controller_with_combiner import running_deployment
-from tests.unit.test_server_functions import MEMORY_MB, TIMEOUT, Deployment, notes, training_settings
+from tests.unit.test_server_functions import (
+    MEMORY_MB,
+    TIMEOUT,
+    Deployment,
+    count_exports,
+    notes,
+    training_settings,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,14 +73,7 @@ class ServerFunctions(ServerFunctionsBase):
 
 def test_each_client_gets_its_own_settings_merged_over_the_shared_ones(
         deployment: Deployment, sims: dict[str, SimClient], monkeypatch: pytest.MonkeyPatch) -> None:
-    exported: list[str] = []
-    real_export = server_functions.export_arrays
-
-    def counting_export(repository: Any, model_id: str, helper_type: str, dest: Path) -> Any:
-        exported.append(model_id)
-        return real_export(repository, model_id, helper_type, dest)
-
-    monkeypatch.setattr(server_functions, "export_arrays", counting_export)
+    exported = count_exports(monkeypatch)
     deployment.seed()
     session = deployment.run(PER_CLIENT.replace("EPOCHS[", "{'a': 2, 'b': 5}["), rounds=2, clients_required=3)
 
