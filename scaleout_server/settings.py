@@ -38,6 +38,12 @@ class ServerSettings:
     controller_url: str = ""  # where a stand-alone combiner registers
     combiner_token: str = ""  # a combiner's token for a secured controller (scaleout token create --role combiner)
     public_hostname: str = ""  # host clients dial; defaults to `host`
+    # the byte path: large models over a plain TCP/TLS port beside gRPC, negotiated by our client (the
+    # published clients keep ModelService.Upload/Download). 0: a free port; -1: off. Clients dial it on
+    # the host they dial for gRPC, so expose it next to combiner_port (clients that cannot reach it fall
+    # back to gRPC). Models under byte_path_min_bytes stay on gRPC.
+    byte_port: int = 0
+    byte_path_min_bytes: int = 16 * 1024**2
     # limits
     max_upload_bytes: int = 2 * 1024**3
     max_package_bytes: int = 512 * 1024**2

@@ -44,7 +44,8 @@ class InvalidModel(ValueError):
 
 # ---- container functions ----------------------------------------------------------------------------
 
-def _new_spool() -> tempfile.SpooledTemporaryFile[bytes]:
+def new_spool() -> tempfile.SpooledTemporaryFile[bytes]:
+    """Where model bytes go: memory up to SPOOL_MAX_SIZE, then a temp file (`fileno()` forces the file)."""
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_SIZE)
 
 
@@ -176,7 +177,7 @@ class ScaleoutModel:
         self.helper: Any = None
         self._helper_type: str | None = None
         self._user_metadata: dict[str, Any] = {}
-        self._training: tempfile.SpooledTemporaryFile[bytes] | None = _new_spool()
+        self._training: tempfile.SpooledTemporaryFile[bytes] | None = new_spool()
         self._container: tempfile.SpooledTemporaryFile[bytes] | None = None
         self._checksum: str | None = None
 
@@ -250,7 +251,7 @@ class ScaleoutModel:
         """Serialise params with the helper (numpyhelper when None)."""
         resolved = _resolve_helper(helper if helper is not None else DEFAULT_HELPER)
         model = ScaleoutModel(model_id)
-        spool = _new_spool()
+        spool = new_spool()
         resolved.save(model_params, spool)
         spool.seek(0)
         model._training = spool
@@ -296,32 +297,37 @@ class ScaleoutModel:
     @staticmethod
     def from_file(path: str) -> ScaleoutModel:
         """Container (keeps its model_id) or raw helper bytes (wrapped, new id)."""
-        spool = _new_spool()
+        spool = new_spool()
         with open(path, "rb") as fh:
             _copy(fh, spool)
         return ScaleoutModel._from_spool(spool, None)
 
     @staticmethod
     def from_bytes(data: bytes, model_id: str | None = None) -> ScaleoutModel:
-        spool = _new_spool()
+        spool = new_spool()
         spool.write(data)
         return ScaleoutModel._from_spool(spool, model_id)
 
     @staticmethod
     def from_stream(stream: BinaryIO, model_id: str | None = None) -> ScaleoutModel:
         """Copy the stream (from its current position) in; see `_from_spool` for container vs raw."""
-        spool = _new_spool()
+        spool = new_spool()
         _copy(stream, spool)
         return ScaleoutModel._from_spool(spool, model_id)
 
     @staticmethod
     def from_filechunk_stream(chunks: Iterable[Any], model_id: str | None = None) -> ScaleoutModel:
         """Concatenate `FileChunk.data` pieces (empty ones skipped). Plain bytes pieces are accepted too."""
-        spool = _new_spool()
+        spool = new_spool()
         for chunk in chunks:
             data = chunk if isinstance(chunk, bytes | bytearray | memoryview) else chunk.data
             if data:
                 spool.write(data)
+        return ScaleoutModel._from_spool(spool, model_id)
+
+    @staticmethod
+    def from_received(spool: tempfile.SpooledTemporaryFile[bytes], model_id: str | None = None) -> ScaleoutModel:
+        """Adopt a spool (from `new_spool()`) that a transfer filled; the model owns it from now on."""
         return ScaleoutModel._from_spool(spool, model_id)
 
     @staticmethod
@@ -362,7 +368,7 @@ class ScaleoutModel:
 
     def _extract_training(self) -> tempfile.SpooledTemporaryFile[bytes]:
         """The training model as a fresh spool, from whichever form is held."""
-        spool = _new_spool()
+        spool = new_spool()
         if self._training is not None:
             self._training.seek(0)
             _copy(self._training, spool)
@@ -388,7 +394,7 @@ class ScaleoutModel:
     def _ensure_container(self) -> tempfile.SpooledTemporaryFile[bytes]:
         if self._container is None:
             assert self._training is not None
-            spool = _new_spool()
+            spool = new_spool()
             self._training.seek(0)
             write_container(spool, self._model_id, self._training, self._helper_type, self._user_metadata)
             self._container = spool
@@ -409,6 +415,12 @@ class ScaleoutModel:
                 self._checksum = sha256_stream(container)
             return self._checksum
 
+    @property
+    def known_checksum(self) -> str | None:
+        """The checksum if it was computed already (no hashing pass), else None."""
+        with self._lock:
+            return self._checksum if self._container is not None else None
+
     def verify_checksum(self, checksum: str | None) -> bool:
         """True when `checksum` is None (nothing to check) or equals this model's checksum."""
         if checksum is None:
@@ -425,7 +437,7 @@ class ScaleoutModel:
 
     def get_stream(self) -> BinaryIO:
         """A new readable stream of the container bytes, at position 0."""
-        spool = _new_spool()
+        spool = new_spool()
         with self._lock:
             container = self._ensure_container()
             container.seek(0)

@@ -177,6 +177,10 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
 @click.option("--name", "combiner_name", default=None,
               help="Unique combiner name: letters, digits, dots, dashes, underscores.  [default: combiner]")
 @click.option("--public-hostname", default=None, help="Host clients dial to reach this combiner.  [default: --host]")
+@click.option("--byte-port", type=int, default=None,
+              help="Port of the byte path beside gRPC: our clients move models of 16 MiB and more over it, the kernel "
+                   "copying the bytes (published clients keep gRPC). 0 picks a free port, -1 turns it off; clients "
+                   "that cannot reach it fall back to gRPC.  [default: 0]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for in-flight model updates.  [default: ./scaleout-data]")
 @click.option("--token", "combiner_token", default=None,
@@ -187,7 +191,8 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
 @_config_option
 @_log_level_option
 def combiner_start(controller_url: str | None, host: str | None, combiner_port: int | None, combiner_name: str | None,
-                   public_hostname: str | None, data_dir: str | None, combiner_token: str | None, insecure: bool,
+                   public_hostname: str | None, byte_port: int | None, data_dir: str | None,
+                   combiner_token: str | None, insecure: bool,
                    config: str | None, log_level: str, **tls: str | None) -> None:
     """Start a combiner: clients poll it for tasks and send it their model updates.
 
@@ -195,8 +200,8 @@ def combiner_start(controller_url: str | None, host: str | None, combiner_port: 
     one it can only join a local-mode server (`scaleout server start`) and binds loopback only."""
     configure_logging(log_level)
     settings = _settings(config, controller_url=controller_url, host=host, combiner_port=combiner_port,
-                         combiner_name=combiner_name, public_hostname=public_hostname, data_dir=data_dir,
-                         combiner_token=combiner_token, **tls)
+                         combiner_name=combiner_name, public_hostname=public_hostname, byte_port=byte_port,
+                         data_dir=data_dir, combiner_token=combiner_token, **tls)
     _check_tls(settings)
     if not settings.controller_url:
         raise click.UsageError("--controller URL is required (or controller_url in --config / SCALEOUT_CONTROLLER_URL)")
@@ -227,6 +232,10 @@ def _upgrade_embedded_store(settings: Any) -> None:
 @click.option("--host", default=None, help="Address to bind API, UI and combiner to.  [default: 127.0.0.1]")
 @click.option("--api-port", type=int, default=None, help="Port of the REST API and UI.  [default: 8092]")
 @click.option("--combiner-port", type=int, default=None, help="gRPC port of the combiner.  [default: 12080]")
+@click.option("--byte-port", type=int, default=None,
+              help="Port of the byte path beside gRPC: our clients move models of 16 MiB and more over it, the kernel "
+                   "copying the bytes (published clients keep gRPC). 0 picks a free port, -1 turns it off; clients "
+                   "that cannot reach it fall back to gRPC.  [default: 0]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the SQLite statestore, the model repository and in-flight updates.  "
                    "[default: ./scaleout-data]")
@@ -236,14 +245,16 @@ def _upgrade_embedded_store(settings: Any) -> None:
 @_tls_options
 @_config_option
 @_log_level_option
-def server_start(host: str | None, api_port: int | None, combiner_port: int | None, data_dir: str | None,
-                 secure: bool, insecure: bool, config: str | None, log_level: str, **tls: str | None) -> None:
+def server_start(host: str | None, api_port: int | None, combiner_port: int | None, byte_port: int | None,
+                 data_dir: str | None, secure: bool, insecure: bool, config: str | None, log_level: str,
+                 **tls: str | None) -> None:
     """Run the whole server on this machine: a controller and one combiner.
 
     Storage is embedded: SQLite and a local folder under --data-dir; no other services. Without
     --secure authentication is off and the server binds loopback addresses only."""
     configure_logging(log_level)
-    settings = _settings(config, host=host, api_port=api_port, combiner_port=combiner_port, data_dir=data_dir, **tls)
+    settings = _settings(config, host=host, api_port=api_port, combiner_port=combiner_port, byte_port=byte_port,
+                         data_dir=data_dir, **tls)
     checked_tls = _check_tls(settings)
     if not secure:
         _refuse_open_host(settings.host, insecure, "`scaleout server start`", "Add --secure (tokens)")
@@ -266,6 +277,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
         sys.executable, "-m", "scaleout", "combiner", "start",
         "--controller", api_url, "--host", settings.host, "--port", str(settings.combiner_port),
         "--name", settings.combiner_name, "--data-dir", str(settings.data_dir), "--log-level", log_level,
+        "--byte-port", str(settings.byte_port),
     ]
     if config:
         combiner_cmd += ["--config", config]

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from scaleout.client.byte_path import BytePath, ByteTransferFailed
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 from scaleoututil.model import ScaleoutModel
@@ -164,6 +165,7 @@ class Connection:
         self._channel = self._make_channel()
         self._combiner = pb_grpc.CombinerClientStub(self._channel)
         self._models = pb_grpc.ModelServiceStub(self._channel)
+        self.byte_path = BytePath(self)  # large models beside gRPC when the combiner offers it
 
     # -- channel ------------------------------------------------------------------------------
     def _make_channel(self) -> grpc.Channel:
@@ -307,6 +309,10 @@ class Connection:
                 if mismatches >= MAX_CHECKSUM_MISMATCHES:
                     raise CombinerError(f"{what}: {exc} ({mismatches} attempts)") from exc
                 action, reason = RETRY, str(exc)
+            except ByteTransferFailed as exc:
+                if not exc.retryable:
+                    raise CombinerError(str(exc)) from exc
+                action, reason = RETRY, str(exc)
             except grpc.RpcError as exc:
                 action, reason = classify(exc), describe(exc)
                 if action == REAUTH:
@@ -339,9 +345,18 @@ class Connection:
 
     # -- models -------------------------------------------------------------------------------
     def download_model(self, model_id: str, stop: threading.Event | None = None) -> ScaleoutModel:
-        """Fetch a model; the `checksum` trailer, when sent, must match the bytes received."""
+        """Fetch a model, over the byte path when the combiner offers it; the checksum the combiner sends
+        (gRPC: the `checksum` trailer), when sent, must match the bytes received."""
 
         def attempt() -> ScaleoutModel:
+            received = self.byte_path.download(model_id)
+            if received is not None:
+                model, expected, actual = received
+                if expected and expected != actual:
+                    model.close()
+                    raise ChecksumMismatch(f"model {model_id}: checksum mismatch (combiner says {expected}, "
+                                           f"received bytes hash to {actual})")
+                return model
             call = self._models.Download(pb.ModelRequest(model_id=model_id), metadata=self.metadata())
             digest = hashlib.sha256()
 
@@ -361,9 +376,12 @@ class Connection:
         return self.retry(attempt, what=f"Download of model {model_id}", stop=stop, checksum_errors=True)
 
     def upload_model(self, model: ScaleoutModel, stop: threading.Event | None = None) -> None:
-        """Stream a model in 1 MiB chunks with `model-id` and `checksum` metadata."""
+        """Send a model: over the byte path when the combiner offers it, else streamed in 1 MiB chunks with
+        `model-id` and `checksum` metadata."""
 
         def attempt() -> None:
+            if self.byte_path.upload(model):
+                return
             md = self.metadata((MD_MODEL_ID, str(model.model_id)), (MD_CHECKSUM, model.checksum))
             try:
                 self._models.Upload(model.get_filechunk_stream(CHUNK_SIZE), metadata=md)

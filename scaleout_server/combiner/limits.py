@@ -31,7 +31,7 @@ LIMITED_SERVICES = ("/scaleout.CombinerClient/", "/scaleout.ModelService/")
 LIVE_METHODS = frozenset({
     "/scaleout.CombinerClient/PollAndReportAsync", "/scaleout.CombinerClient/PollAndReport",
     "/scaleout.CombinerClient/TaskStream", "/scaleout.CombinerClient/Announce",
-    "/scaleout.ModelService/Download", "/scaleout.ModelService/Upload",
+    "/scaleout.ModelService/Download", "/scaleout.ModelService/Upload", "/scaleout.ModelService/OpenTransfer",
 })
 
 

@@ -11,6 +11,7 @@ answers UNAVAILABLE, which clients retry, rather than failing their task.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 import logging
@@ -21,10 +22,11 @@ from typing import Any, BinaryIO
 
 import grpc
 
+from scaleout_server.combiner.byte_path import BytePathServer
 from scaleout_server.combiner.client_service import metadata_of
 from scaleout_server.combiner.model_digests import ModelDigest, ModelDigests
-from scaleout_server.combiner.rounds import is_safe_id, update_file
-from scaleout_server.durable import commit_file
+from scaleout_server.combiner.rounds import is_safe_id
+from scaleout_server.combiner.upload_checks import UploadRejected, finish_upload
 from scaleout_server.repository.base import BlobNotFound, ModelRepository, RepositoryError, RepositoryUnavailable
 from scaleoututil.checksum import HashingReader
 from scaleoututil.grpc import scaleout_pb2 as pb
@@ -33,14 +35,7 @@ from scaleoututil.protocol import CHUNK_SIZE, MD_CHECKSUM, MD_CLIENT_ID, MD_MODE
 
 log = logging.getLogger(__name__)
 
-
-class UploadRejected(Exception):
-    """An upload refused with `code`: INVALID_ARGUMENT and DATA_LOSS make the client's task FAILED
-    instead of retrying a stream that can never succeed."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+DEFAULT_BYTE_PATH_MIN_BYTES = 16 * 1024 * 1024  # smaller models gain little from a second connection
 
 
 class ModelService(pb_grpc.ModelServiceServicer):
@@ -53,6 +48,8 @@ class ModelService(pb_grpc.ModelServiceServicer):
         self.max_model_bytes = max_model_bytes  # settings.max_model_bytes (0: no limit)
         self.max_chunk_bytes = max_chunk_bytes  # settings.max_chunk_bytes (0: only gRPC's message limit)
         self.digests = ModelDigests()
+        self.byte_path: BytePathServer | None = None  # set by the combiner when its byte path listens
+        self.byte_path_min_bytes = DEFAULT_BYTE_PATH_MIN_BYTES
 
     async def Download(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[pb.FileChunk]:
@@ -151,16 +148,68 @@ class ModelService(pb_grpc.ModelServiceServicer):
                                              f"{size - len(data)} bytes")
                     # hashing and writing 1 MiB (disk may be slow) happen off the loop that serves every client
                     await asyncio.to_thread(_append, out, digest, data)
-            if digest.hexdigest() != checksum:
-                raise UploadRejected(grpc.StatusCode.DATA_LOSS,
-                                     f"checksum mismatch: received {size} bytes with sha256 {digest.hexdigest()}, "
-                                     f"metadata says {checksum}")
-            await asyncio.to_thread(_check_container, tmp, model_id)
-            # durable before the client hears "received" (a killed combiner loses no acknowledged update)
-            await asyncio.to_thread(commit_file, tmp, update_file(self.updates_dir, model_id))
+            await asyncio.to_thread(finish_upload, tmp, self.updates_dir, model_id, digest.hexdigest(), checksum,
+                                    size)
         finally:
             tmp.unlink(missing_ok=True)
         return size
+
+    # -- the byte path (ours; large models) ------------------------------------------------------
+    async def OpenTransfer(self, request: pb.TransferOffer, context: grpc.aio.ServicerContext) -> pb.TransferTicket:
+        """A ticket for the byte path (byte_path.py), or an empty one meaning "use Upload / Download"."""
+        model_id, direction = request.model_id, request.direction
+        if direction not in ("download", "upload"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"direction must be 'download' or 'upload', not {direction!r}")
+        if not is_safe_id(model_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"model id {model_id!r} must be letters, digits, '.', '_' or '-'")
+        if self.byte_path is None:
+            return pb.TransferTicket(reason="the byte path is off on this combiner")
+        client_id = metadata_of(context).get(MD_CLIENT_ID, "?")
+        if direction == "upload":
+            size = request.size
+            if size < 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"size must not be negative, got {size}")
+            if self.max_model_bytes and size > self.max_model_bytes:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"the model is over the combiner's limit of {self.max_model_bytes} bytes "
+                                    f"(setting max_model_bytes): {size} bytes offered")
+            if size < self.byte_path_min_bytes:
+                return pb.TransferTicket(reason=f"models under {self.byte_path_min_bytes} bytes use Upload")
+            return self._ticket("upload", model_id, client_id, size)
+        try:
+            size = await asyncio.to_thread(self.repository.size, "models", model_id)
+        except BlobNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {model_id} not found")
+            raise AssertionError("unreachable") from None
+        except (OSError, RepositoryUnavailable) as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"combiner cannot read model {model_id} now: {exc}")
+            raise AssertionError("unreachable") from exc
+        if size < self.byte_path_min_bytes:
+            return pb.TransferTicket(size=size, reason=f"models under {self.byte_path_min_bytes} bytes use Download")
+        # the checksum goes after the bytes, from the one hash per stored model (model_digests.py)
+        pending = self.digests.get(model_id, size, lambda: self._digest(model_id))
+        digest: concurrent.futures.Future[ModelDigest] = concurrent.futures.Future()
+        pending.add_done_callback(lambda done: _settle(digest, done))
+        return self._ticket("download", model_id, client_id, size, digest)
+
+    def _ticket(self, direction: str, model_id: str, client_id: str, size: int,
+                digest: concurrent.futures.Future[ModelDigest] | None = None) -> pb.TransferTicket:
+        assert self.byte_path is not None
+        ticket = self.byte_path.issue(direction, model_id, client_id, size, digest)
+        return pb.TransferTicket(ticket=ticket, port=self.byte_path.port, tls=self.byte_path.tls is not None,
+                                 size=size)
+
+
+def _settle(target: concurrent.futures.Future[ModelDigest], done: asyncio.Future[ModelDigest]) -> None:
+    """Hand an event-loop future's outcome to a thread's future (the byte path waits in its own thread)."""
+    if done.cancelled():
+        target.set_exception(RepositoryError("checksum computation cancelled"))
+    elif done.exception() is not None:
+        target.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(done.result())
 
 
 def _append(out: BinaryIO, digest: Any, data: bytes) -> None:
@@ -185,17 +234,3 @@ def _is_container(stream: BinaryIO) -> bool:
     if not stream.seekable():
         return True  # repository models are containers; only a seekable stream can be inspected
     return is_container(stream)
-
-
-def _check_container(path: Path, model_id: str) -> None:
-    from scaleoututil.model import InvalidModel, read_container_metadata
-
-    try:
-        with open(path, "rb") as stream:
-            meta = read_container_metadata(stream)
-    except (InvalidModel, ValueError, OSError) as exc:
-        raise UploadRejected(grpc.StatusCode.INVALID_ARGUMENT, f"upload is not a model container: {exc}") from exc
-    if meta.get("model_id") != model_id:
-        raise UploadRejected(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"container metadata model_id {meta.get('model_id')!r} does not match "
-                             f"metadata 'model-id' {model_id!r}")

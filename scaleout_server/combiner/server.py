@@ -22,6 +22,7 @@ import grpc
 
 from scaleout_server.auth.grpc_gate import AuthInterceptor, GateMode, GrpcGate
 from scaleout_server.auth.revocation_sync import sync_revocations
+from scaleout_server.combiner.byte_path import BytePathServer, server_tls_context
 from scaleout_server.combiner.client_manager import ClientManager
 from scaleout_server.combiner.client_service import CombinerClientService
 from scaleout_server.combiner.control_service import ControlService
@@ -99,6 +100,7 @@ class CombinerServer:
         self.model_service = ModelService(repository, self.updates_dir, settings.max_model_bytes,  # type: ignore[arg-type]
                                           settings.max_chunk_bytes)
         self.control_service = ControlService(self.clients, self.rounds, control_token)
+        self.byte_path: BytePathServer | None = None
         self._server: grpc.aio.Server | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
@@ -125,6 +127,7 @@ class CombinerServer:
             raise RuntimeError(f"combiner cannot listen on {address}; is the port in use?")
         await server.start()
         self._server = server
+        self._start_byte_path()
         public = public_hostname_for(settings)
         log.info("combiner %r serving gRPC%s on %s:%d (clients dial %s:%d)", settings.combiner_name,
                  " over TLS" if self.tls else "", settings.host, self.port, public, self.port)
@@ -145,6 +148,7 @@ class CombinerServer:
                 self._configure_auth(self.link.registration or {})
         except BaseException:
             await server.stop(0)
+            self._stop_byte_path()
             raise
         self.rounds.repository = self.repository
         self.model_service.repository = self.repository
@@ -155,6 +159,27 @@ class CombinerServer:
             self._background.append(asyncio.create_task(sync_revocations(self.auth, self.link.fetch_revoked),
                                                         name="combiner-revocations"))
         return self.port
+
+    def _start_byte_path(self) -> None:
+        """Listen for large-model transfers beside the gRPC port (settings byte_port; -1 turns it off)."""
+        settings = self.settings
+        if settings.byte_port < 0:
+            log.info("byte path off (byte_port -1): every model moves over gRPC")
+            return
+        tls = server_tls_context(self.tls.cert_file, self.tls.key_file) if self.tls is not None else None
+        byte_path = BytePathServer(settings.host, settings.byte_port, lambda: self.repository, self.updates_dir, tls)
+        byte_path.start()
+        self.byte_path = byte_path
+        self.model_service.byte_path = byte_path
+        self.model_service.byte_path_min_bytes = settings.byte_path_min_bytes
+        log.info("byte path for models of %d bytes and more on %s:%d%s", settings.byte_path_min_bytes,
+                 settings.host, byte_path.port, " over TLS" if tls else "")
+
+    def _stop_byte_path(self) -> None:
+        if self.byte_path is not None:
+            self.model_service.byte_path = None
+            self.byte_path.stop()
+            self.byte_path = None
 
     def _configure_auth(self, registration: dict[str, Any]) -> None:
         """Tokens on or off, as the controller says; a combiner given a token refuses to run open."""
@@ -180,9 +205,11 @@ class CombinerServer:
             except asyncio.CancelledError:
                 pass
         self._background = []
+        self.model_service.byte_path = None  # no new tickets; transfers under way finish in their threads
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        self._stop_byte_path()
         await self.link.stop()
         await self.link.aclose()
         self._stopped.set()

@@ -762,6 +762,11 @@ class ModelServiceStub:
                 request_serializer=scaleoututil_dot_grpc_dot_scaleout__pb2.ModelRequest.SerializeToString,
                 response_deserializer=scaleoututil_dot_grpc_dot_scaleout__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.OpenTransfer = channel.unary_unary(
+                '/scaleout.ModelService/OpenTransfer',
+                request_serializer=scaleoututil_dot_grpc_dot_scaleout__pb2.TransferOffer.SerializeToString,
+                response_deserializer=scaleoututil_dot_grpc_dot_scaleout__pb2.TransferTicket.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -779,6 +784,13 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenTransfer(self, request, context):
+        """ours
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -791,6 +803,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=scaleoututil_dot_grpc_dot_scaleout__pb2.ModelRequest.FromString,
                     response_serializer=scaleoututil_dot_grpc_dot_scaleout__pb2.FileChunk.SerializeToString,
+            ),
+            'OpenTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenTransfer,
+                    request_deserializer=scaleoututil_dot_grpc_dot_scaleout__pb2.TransferOffer.FromString,
+                    response_serializer=scaleoututil_dot_grpc_dot_scaleout__pb2.TransferTicket.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -847,6 +864,33 @@ class ModelService:
             '/scaleout.ModelService/Download',
             scaleoututil_dot_grpc_dot_scaleout__pb2.ModelRequest.SerializeToString,
             scaleoututil_dot_grpc_dot_scaleout__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scaleout.ModelService/OpenTransfer',
+            scaleoututil_dot_grpc_dot_scaleout__pb2.TransferOffer.SerializeToString,
+            scaleoututil_dot_grpc_dot_scaleout__pb2.TransferTicket.FromString,
             options,
             channel_credentials,
             insecure,

@@ -148,6 +148,33 @@ def test_client_registers_over_https_and_talks_grpc_over_tls_with_the_ca_file(se
         connection.close()
 
 
+def test_large_models_move_over_the_byte_path_with_tls_as_well(server: Server, certs: Certs) -> None:
+    """The byte path speaks TLS with the combiner's certificate, trusted through the client's CA file."""
+    import numpy as np
+
+    from scaleoututil.model import ScaleoutModel
+
+    trust = ClientTrust.resolve(str(certs.ca), env={})
+    assignment = register_client(server.api_url, add_body("c-bytes"), session=trust.session(), unreachable_window=5)
+    connection = Connection(grpc_target(assignment, trust.grpc_root_cert_path(env={})),
+                            ClientIdentity(assignment.client_id, "c-bytes"))
+    combiner = server.combiner.server
+    assert combiner.byte_path is not None and combiner.byte_path.tls is not None
+    combiner.model_service.byte_path_min_bytes = 0
+    model = ScaleoutModel.from_model_params([np.arange(300_000, dtype=np.float32)], "numpyhelper",
+                                            model_id="tls-bytes")
+    try:
+        connection.upload_model(model)
+        assert combiner.byte_path.served["upload"] == 1
+        combiner.repository.put("models", "tls-bytes", model.get_stream())
+        assert connection.download_model("tls-bytes").checksum == model.checksum
+        assert combiner.byte_path.served["download"] == 1
+        assert connection.byte_path.usable
+    finally:
+        combiner.model_service.byte_path_min_bytes = server.settings.byte_path_min_bytes
+        connection.close()
+
+
 def test_client_with_another_ca_is_refused_at_once_by_the_controller(server: Server, other_ca: Certs) -> None:
     session = ClientTrust.resolve(str(other_ca.ca), env={}).session()
     started = time.monotonic()

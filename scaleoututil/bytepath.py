@@ -1,0 +1,208 @@
+"""The byte path: large models moved over a plain TCP (or TLS) connection beside the gRPC port.
+
+Why it exists: Python's gRPC stack moves a model as 1 MiB protobuf messages, each copied several times
+and handed between the event loop and worker threads; a 1 GiB model took 12-14 x a plain TCP copy.
+Here the kernel does the copying: the sender uses sendfile(2) from the stored file, and the receiver
+reads straight into memory-mapped windows of its destination file while a second thread hashes the
+windows already filled. Both ends run this module's code, so its wire format has one home.
+
+A transfer starts with `ModelService.OpenTransfer`, which passes the combiner's token checks and returns
+a single-use ticket; then the client connects to the ticket's port and sends one request line:
+
+    SCALEOUT-BYTES/1 <ticket>\\n
+
+Download:  server -> `OK <size>\\n`, the bytes, then `SHA256 <hex>\\n` (or `NOSUM\\n` for a raw legacy
+           blob the client re-wraps), or `ERR <CODE> <message>\\n` at either point.
+Upload:    server -> `GO\\n` (or `ERR ...`); client -> exactly the offered number of bytes, then
+           `SHA256 <hex>\\n`; server -> `OK <message>\\n` once the update is checked and durable, or
+           `ERR <CODE> <message>\\n`. <CODE> is a gRPC status name, so both paths fail the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+PROTOCOL = "SCALEOUT-BYTES/1"
+MAX_LINE = 4096  # request, status and trailer lines are short; anything longer is not our protocol
+WINDOW = 32 * 1024 * 1024  # bytes mapped at a time while receiving: RSS stays flat in the model size
+WINDOWS_IN_FLIGHT = 2  # filled windows waiting for the hashing thread
+HASH_PIECE = 4 * 1024 * 1024  # bytes per read when hashing a file that is being sent
+
+# gRPC status names that the same failure on the gRPC path would carry; the client retries these
+RETRYABLE_CODES = frozenset({"UNAVAILABLE", "UNAUTHENTICATED", "ABORTED", "DEADLINE_EXCEEDED"})
+
+
+class ProtocolError(ConnectionError):
+    """The peer sent something that is not this protocol, or closed the connection early."""
+
+
+class TransferRefused(Exception):
+    """The other end answered `ERR <code> <message>`: `code` is a gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES
+
+
+# ---- lines --------------------------------------------------------------------------------------------
+def read_line(sock: socket.socket) -> str:
+    """One `\\n`-terminated ASCII line (without it). Reads byte by byte up to MAX_LINE: the bytes after
+    the line belong to the body, and lines are rare (three per transfer)."""
+    data = bytearray()
+    while True:
+        byte = sock.recv(1)
+        if not byte:
+            raise ProtocolError(f"connection closed after {len(data)} bytes of a status line")
+        if byte == b"\n":
+            break
+        data += byte
+        if len(data) > MAX_LINE:
+            raise ProtocolError(f"status line longer than {MAX_LINE} bytes: not {PROTOCOL}")
+    try:
+        return data.decode("ascii").rstrip("\r")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"status line is not ASCII: not {PROTOCOL}") from exc
+
+
+def send_line(sock: socket.socket, line: str) -> None:
+    sock.sendall(line.replace("\n", " ").encode("ascii", "replace")[:MAX_LINE] + b"\n")
+
+
+def error_line(code: str, message: str) -> str:
+    return f"ERR {code} {message}"
+
+
+def expect(line: str, word: str) -> str:
+    """The rest of `line` after `word`; raises TransferRefused for an ERR line, ProtocolError otherwise."""
+    head, _, rest = line.partition(" ")
+    if head == word:
+        return rest
+    if head == "ERR":
+        code, _, message = rest.partition(" ")
+        raise TransferRefused(code or "UNKNOWN", message)
+    raise ProtocolError(f"expected {word!r}, got {line[:80]!r}")
+
+
+def checksum_line(hexdigest: str | None) -> str:
+    return f"SHA256 {hexdigest}" if hexdigest else "NOSUM"
+
+
+def parse_checksum(line: str) -> str | None:
+    """The hex digest of a `SHA256 <hex>` line, None for `NOSUM`; TransferRefused for `ERR`."""
+    if line == "NOSUM":
+        return None
+    value = expect(line, "SHA256").strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ProtocolError(f"not a SHA-256 hex digest: {value[:80]!r}")
+    return value
+
+
+# ---- bytes --------------------------------------------------------------------------------------------
+def receive_to_file(sock: socket.socket, fd: int, size: int,
+                    progress: Callable[[int], None] | None = None) -> str:
+    """Read exactly `size` bytes from `sock` into the file `fd` (from offset 0); returns their SHA-256 hex.
+
+    The file is allocated first and filled through memory-mapped windows, so the kernel copies each byte
+    once (socket buffer -> page cache); a second thread hashes filled windows while the next one is
+    received. At most WINDOWS_IN_FLIGHT + 1 windows are mapped at a time. Raises ProtocolError when
+    the peer closes early (the file then holds a partial transfer: the caller discards it).
+    """
+    if size:
+        os.posix_fallocate(fd, 0, size)  # ENOSPC now, never SIGBUS from a mapped page of a full disk
+    else:
+        os.ftruncate(fd, 0)
+    digest = hashlib.sha256()
+    if size == 0:
+        return digest.hexdigest()
+    filled: queue.Queue[mmap.mmap | None] = queue.Queue(maxsize=WINDOWS_IN_FLIGHT)
+    failure: list[BaseException] = []
+
+    def hash_windows() -> None:
+        while (window := filled.get()) is not None:
+            try:
+                if not failure:
+                    digest.update(window)
+            except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
+                failure.append(exc)
+            finally:
+                window.close()
+
+    hasher = threading.Thread(target=hash_windows, name="bytepath-hash", daemon=True)
+    hasher.start()
+    received = 0
+    try:
+        while received < size:
+            length = min(WINDOW, size - received)
+            window = mmap.mmap(fd, length, offset=received)
+            view = memoryview(window)
+            try:
+                got = 0
+                while got < length:
+                    n = sock.recv_into(view[got:], length - got)
+                    if n == 0:
+                        raise ProtocolError(f"connection closed after {received + got} of {size} bytes")
+                    got += n
+            except BaseException:
+                view.release()
+                window.close()
+                raise
+            view.release()
+            received += length
+            filled.put(window)
+            if progress is not None:
+                progress(received)
+    finally:
+        filled.put(None)
+        hasher.join()
+    if failure:
+        raise failure[0]
+    return digest.hexdigest()
+
+
+def send_file(sock: socket.socket, file: Any, size: int, *, hash_it: bool) -> str | None:
+    """Send the first `size` bytes of `file` (a real file: it has fileno()) with sendfile(2); with
+    `hash_it`, a second thread hashes the same bytes meanwhile (positional reads: the file's offset is
+    not shared) and their SHA-256 hex is returned. TLS sockets fall back to reads and sends."""
+    digest = hashlib.sha256() if hash_it else None
+    hasher = None
+    failure: list[BaseException] = []
+    if digest is not None:
+        fd = file.fileno()
+
+        def hash_file() -> None:
+            offset = 0
+            try:
+                while offset < size:
+                    piece = os.pread(fd, min(HASH_PIECE, size - offset), offset)
+                    if not piece:
+                        raise ProtocolError(f"file ended after {offset} of {size} bytes")
+                    digest.update(piece)
+                    offset += len(piece)
+            except BaseException as exc:  # noqa: BLE001 - handed to the sending thread
+                failure.append(exc)
+
+        hasher = threading.Thread(target=hash_file, name="bytepath-hash", daemon=True)
+        hasher.start()
+    try:
+        if size:
+            sent = sock.sendfile(file, 0, size)
+            if sent != size:
+                raise ProtocolError(f"sent {sent} of {size} bytes: the file is shorter than announced")
+    finally:
+        if hasher is not None:
+            hasher.join()
+    if failure:
+        raise failure[0]
+    return digest.hexdigest() if digest is not None else None
