@@ -7,7 +7,9 @@ task_receiver.py, tasks.py), without a project or threads:
   the combiner the controller assigns, on a channel of its own: grpc shares one TCP connection between
   channels with identical arguments, so every channel gets `grpc.use_local_subchannel_pool` (the count
   of established connections is checked and reported);
-- `Announce` VersionCheck and Connect, `SendHeartbeat` every 2 s, `SendTelemetryMessage` every 5 s;
+- `Announce` VersionCheck and Connect; every 2 s a `SendHeartbeat` and every 5 s a telemetry reading,
+  except that while a poll is held and the one before it was answered, the heartbeat is skipped and the
+  reading rides on the next poll's metadata (`MD_TELEMETRY`) instead of a `SendTelemetryMessage` call;
 - `PollAndReportAsync` as a long poll with a 10 s deadline (`--poll-style ours`), cancelled and sent
   again at once when a task finishes so the done report travels without delay; or answered at once and
   repeated every `--poll-interval` s (`--poll-style immediate`, how the combiner treats clients that
@@ -76,6 +78,7 @@ from scaleoututil.protocol import (  # noqa: E402
     MD_CLIENT_ID,
     MD_MODEL_ID,
     MD_NAME,
+    MD_TELEMETRY,
     AnnounceType,
     TaskStatus,
     TaskType,
@@ -260,6 +263,9 @@ class VirtualClient:
         self.held: dict[str, HeldTask] = {}
         self.wake = asyncio.Event()
         self.polling = asyncio.Event()  # set once the first poll is on its way
+        self.poll_open = False  # as TaskReceiver: a poll is on its way or held
+        self.last_answered = False  # the previous poll was answered
+        self.telemetry: tuple[float, dict[str, float]] | None = None  # the newest reading for the next poll
         self.loops: list[asyncio.Task[None]] = []
 
     @property
@@ -353,6 +359,9 @@ class VirtualClient:
         interval = self.cfg.heartbeat_interval
         await asyncio.sleep(random.uniform(0, interval))  # real clients do not beat in step
         while True:
+            if self.poll_open and self.last_answered:  # as our client: the held poll is the heartbeat
+                await asyncio.sleep(interval)
+                continue
             try:
                 await self.stub.SendHeartbeat(pb.Heartbeat(client_id=self.client_id,
                                                            heartbeat_interval_ms=int(interval * 1000)),
@@ -366,9 +375,14 @@ class VirtualClient:
         interval = self.cfg.telemetry_interval
         await asyncio.sleep(random.uniform(0, interval))
         while True:
-            message = pb.TelemetryMessage(client_id=self.client_id, timestamp=now_timestamp(), telemetries=[
-                pb.TelemetryElem(key="cpu_usage", value=random.uniform(0, 100)),
-                pb.TelemetryElem(key="memory_usage", value=random.uniform(20, 60))])
+            values = {"cpu_usage": random.uniform(0, 100), "memory_usage": random.uniform(20, 60)}
+            at = time.time()
+            if self.poll_open and self.last_answered:  # as our client: the next poll carries it
+                self.telemetry = (at, values)
+                await asyncio.sleep(interval)
+                continue
+            message = pb.TelemetryMessage(client_id=self.client_id, timestamp=now_timestamp(at), telemetries=[
+                pb.TelemetryElem(key=key, value=value) for key, value in values.items()])
             try:
                 await self.stub.SendTelemetryMessage(message, timeout=5.0, metadata=self.md)
                 self.rec.rpc("SendTelemetryMessage")
@@ -389,13 +403,22 @@ class VirtualClient:
             request = pb.ClientReport(client_id=self.client_id, reports=reports,
                                       poll_interval_ms=int(cfg.poll_timeout * 1000) if long_poll else 0)
             wall, started = time.time(), time.perf_counter()
+            metadata = self.md
+            if self.telemetry is not None:
+                at, values = self.telemetry
+                self.telemetry = None
+                metadata = [*metadata, (MD_TELEMETRY, json.dumps({"at": round(at, 3), "values": values},
+                                                                 separators=(",", ":")))]
+                self.rec.rpc("telemetry on a poll")
             # a deadline is what asks the combiner to hold the poll: without one it answers at once
             call = self.stub.PollAndReportAsync(request, timeout=cfg.poll_timeout if long_poll else None,
-                                                metadata=self.md)
+                                                metadata=metadata)
             self.polling.set()
+            self.poll_open = True
             answer = asyncio.ensure_future(_await(call))
             woken = asyncio.ensure_future(self.wake.wait())
             await asyncio.wait({answer, woken}, return_when=asyncio.FIRST_COMPLETED)
+            self.poll_open = False
             if not answer.done():  # a task finished (or we stop): report it with a fresh poll now
                 call.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -406,6 +429,7 @@ class VirtualClient:
             try:
                 directive = answer.result()
             except grpc.aio.AioRpcError as exc:
+                self.last_answered = False
                 late = long_poll and time.perf_counter() - started >= LATE_POLL_FRACTION * cfg.poll_timeout
                 code = exc.code()
                 if code == grpc.StatusCode.DEADLINE_EXCEEDED or (code == grpc.StatusCode.CANCELLED and late):
@@ -418,6 +442,7 @@ class VirtualClient:
                 delay = min(delay * 2, 30.0)
                 continue
             delay = 0.5
+            self.last_answered = True
             rtt = time.perf_counter() - started
             self.rec.rpc("PollAndReportAsync")
             if self.rec.record_polls:

@@ -68,6 +68,9 @@ MD_NAME = "name"
 MD_AUTHORIZATION = "authorization"
 MD_MODEL_ID = "model-id"
 MD_CHECKSUM = "checksum"
+# our client's telemetry carried on a poll instead of a SendTelemetryMessage call (JSON: {"at": epoch s,
+# "values": {key: number}}); the published clients never send it
+MD_TELEMETRY = "scaleout-telemetry"
 
 
 def custom_task_type(name: str) -> str:

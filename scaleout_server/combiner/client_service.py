@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from scaleout_server.store import records as r
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 from scaleoututil.jsontext import loads_lenient
-from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID, MD_NAME, AnnounceType, TaskType
+from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID, MD_NAME, MD_TELEMETRY, AnnounceType, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,11 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
     async def PollAndReportAsync(self, request: pb.ClientReport, context: grpc.aio.ServicerContext
                                  ) -> pb.CombinerDirective:
         try:
-            state = self._client(context, request.client_id)
+            md = metadata_of(context)
+            client_id = md.get(MD_CLIENT_ID) or md.get(MD_CLIENT) or request.client_id
+            state = self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context)) if client_id else None
+            if state is not None and MD_TELEMETRY in md:
+                self._poll_telemetry(state.client_id, md[MD_TELEMETRY])
             if state is None:
                 problem = "no client id: send metadata 'client-id' or ClientReport.client_id"
             elif self.clients.closing:
@@ -302,6 +307,23 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             self.link.emit_record(r.TelemetryRecord(telemetry_id=str(uuid.uuid4()), client_id=client_id, key=elem.key,
                                                     value=float(elem.value), timestamp=timestamp_of(request)))
         return pb.Response(response="telemetry received")
+
+    def _poll_telemetry(self, client_id: str, text: str) -> None:
+        """Our client's telemetry riding on its poll (`MD_TELEMETRY`, see scaleout/client/task_receiver.py):
+        stored as SendTelemetryMessage would store it. A malformed value is logged and ignored: the poll
+        itself must go on."""
+        try:
+            reading = json.loads(text)
+            at = datetime.fromtimestamp(float(reading["at"]), UTC)
+            values = {str(k): float(v) for k, v in reading["values"].items()}
+            if not all(math.isfinite(v) for v in values.values()) or len(values) > 64:
+                raise ValueError("values must be at most 64 finite numbers")
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError) as exc:
+            log.info("client %s: ignoring malformed poll telemetry %.100r: %s", client_id, text, exc)
+            return
+        for key, value in values.items():
+            self.link.emit_record(r.TelemetryRecord(telemetry_id=str(uuid.uuid4()), client_id=client_id, key=key,
+                                                    value=value, timestamp=at))
 
     async def StreamTelemetryRecord(self, request_iterator: AsyncIterator[pb.TelemetryRecord],
                                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:

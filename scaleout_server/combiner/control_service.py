@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 
 import grpc
 
@@ -61,6 +62,10 @@ class ControlService(pb_grpc.ControlServicer):
     async def ListActiveClients(self, request: pb.ClientListRequest, context: grpc.aio.ServicerContext
                                 ) -> pb.ClientList:
         await self._authorize(context)
+        at = time.time()
+        # a client whose poll we hold is here now: saying so (rather than when that poll arrived, up to 9 s
+        # ago) keeps the controller's sweep from finding it stale again a few seconds later
         return pb.ClientList(clients=[
-            pb.ActiveClient(client_id=s.client_id, name=s.name, busy=s.busy, last_seen=s.last_seen_wall)
+            pb.ActiveClient(client_id=s.client_id, name=s.name, busy=s.busy,
+                            last_seen=at if s.polling > 0 else s.last_seen_wall)
             for s in self.clients.active_clients()])

@@ -59,7 +59,7 @@ def test_client_registers_runs_startup_serves_tasks_and_disconnects(tmp_path: Pa
             combiner.enqueue(echo_task("t-1"))
             report = wait_until(lambda: combiner.done_report("t-1"))
             assert json.loads(report.response) == {"echo": {"a": 1}, "client": "site-a"}
-            wait_until(lambda: len(combiner.heartbeats) >= 2)
+            wait_until(lambda: combiner.heartbeats)  # until a poll is answered; then the held poll is the heartbeat
         finally:
             runtime.stop()
             runner.join(10)
