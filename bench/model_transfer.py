@@ -1,19 +1,24 @@
-"""Model transfer: a large model up to and down from a combiner over gRPC on loopback, and peak RSS of both ends.
+"""Model transfer: a large model up to and down from a combiner on loopback, and peak RSS of both ends.
 
 A real local deployment (`scaleout server start`: a controller and its combiner, a child process) serves
 a float32 model of --size-mb MiB (random values, so nothing compresses). The transferring end is a
-separate process running the client's own code (`scaleout.client.connection.Connection`):
-`download_model` (ModelService.Download, server-streaming, 1 MiB chunks, checksum trailer verified, bytes
-spooled to a temp file as the client does) and `upload_model` (ModelService.Upload, client-streaming;
-the combiner hashes, writes and fsyncs the update before it answers). Timed from the call to its return;
-the client's own SHA-256 of the upload is computed beforehand (it is cached on the model).
-Peak RSS of the combiner and of the client process is sampled every 50 ms during each transfer; the CPU
-seconds each end spends on it are reported too (2 cores: their sum near 2 x wall time means CPU-bound).
+separate process running the client's own code (`scaleout.client.connection.Connection`), once per path:
+- `download` / `upload`: our client as it is, over the byte path (ModelService.OpenTransfer, then the
+  combiner's TCP port: sendfile out, memory-mapped windows in, the checksum after the bytes, verified);
+- `grpc_download` / `grpc_upload`: the same client held on gRPC with SCALEOUT_BYTE_PATH=off
+  (ModelService.Download / Upload in 1 MiB chunks, checksum trailer): the published clients' path and
+  the figures before the byte path.
+Either upload is acknowledged only once the combiner has hashed, checked, written and fsync'd the update.
+Timed from the call to its return; the client's own SHA-256 of the upload is computed beforehand (it is
+cached on the model). Peak RSS of the combiner and of the client process is sampled every 50 ms during
+each transfer; the CPU seconds each end spends on it are reported too (2 cores: their sum near 2 x wall
+time means CPU-bound).
 
 Baselines measured in the same run: the same number of bytes pushed through a plain loopback TCP socket
-(the ratio), and written to a file with an fsync (the upload's durability cost). Every measurement is
-repeated --repeat times; seconds and RSS are medians (RSS max also given). Writes
-bench/results/model_transfer.json and .png; all temp files (seed, container, spools, data) are deleted.
+(download ratio `ratio_seconds_to_tcp_copy`), and that plus a write of them with an fsync (upload ratio
+`ratio_seconds_to_durable_baseline`). Every measurement is repeated --repeat times, interleaved; seconds
+and RSS are medians (RSS max also given). Writes bench/results/model_transfer.json and .png (the figures
+before the byte path: model_transfer_before.json); all temp files are deleted.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from bench.pngchart import Panel, draw  # noqa: E402
 
 MIB = 1024 * 1024
 HELPER_TYPE = "numpyhelper"
+PATHS = {"download": ("download", True), "upload": ("upload", True),
+         "grpc_download": ("download", False), "grpc_upload": ("upload", False)}
 
 
 def rss_mib(nbytes: float) -> float:
@@ -82,13 +89,15 @@ def worker(direction: str, address: str, model_id: str, container: Path | None) 
 
 
 def transfer(direction: str, address: str, model_id: str, container: Path | None, combiner_pid: int,
-             tmp: Path) -> dict[str, Any]:
-    """One transfer by a fresh client process; seconds, bytes and peak RSS of both ends."""
+             tmp: Path, byte_path: bool) -> dict[str, Any]:
+    """One transfer by a fresh client process; seconds, bytes and peak RSS of both ends. `byte_path` False
+    keeps the client on gRPC (SCALEOUT_BYTE_PATH=off): the path the published clients take."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", direction, "--address", address,
            "--model-id", model_id]
     if container is not None:
         cmd += ["--container", str(container)]
-    env = {**os.environ, "TMPDIR": str(tmp)}  # the client's spool files go to the benchmark's folder
+    # the client's spool files go to the benchmark's folder
+    env = {**os.environ, "TMPDIR": str(tmp), "SCALEOUT_BYTE_PATH": "on" if byte_path else "off"}
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -222,42 +231,52 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
             models = dep.get("/api/v1/models/", headers={"X-Limit": "1", "X-Sort-Key": "committed_at",
                                                          "X-Sort-Order": "desc"})["result"]
             download_id = models[0]["model_id"]
-            uploads: list[dict[str, Any]] = []
-            downloads: list[dict[str, Any]] = []
+            rows: dict[str, list[dict[str, Any]]] = {key: [] for key in PATHS}
             tcp: list[float] = []
             disk: list[float] = []
-            for i in range(repeat):
-                downloads.append(transfer("download", address, download_id, None, pid, tmp))
-                uploads.append(transfer("upload", address, upload_id, container, pid, tmp))
-                for update in dep.data_dir.glob("combiner-*/updates/*.scm"):
-                    update.unlink()  # keep one update on disk at a time
-                tcp.append(loopback_copy_seconds(uploads[-1]["bytes"]))
-                disk.append(disk_write_fsync_seconds(tmp / "fsync.bin", uploads[-1]["bytes"]))
-                print(f"repeat {i + 1}/{repeat}: download {downloads[-1]['seconds']:.2f}s, upload "
-                      f"{uploads[-1]['seconds']:.2f}s, tcp copy {tcp[-1]:.2f}s, write+fsync {disk[-1]:.2f}s",
-                      file=sys.stderr)
+            for i in range(repeat):  # the two paths and the baselines interleaved, so load hits them alike
+                for key, (direction, byte_path) in PATHS.items():
+                    source = container if direction == "upload" else None
+                    rows[key].append(transfer(direction, address, upload_id if source else download_id, source,
+                                              pid, tmp, byte_path))
+                    for update in dep.data_dir.glob("combiner-*/updates/*.scm"):
+                        update.unlink()  # keep one update on disk at a time
+                tcp.append(loopback_copy_seconds(rows["upload"][-1]["bytes"]))
+                disk.append(disk_write_fsync_seconds(tmp / "fsync.bin", rows["upload"][-1]["bytes"]))
+                print(f"repeat {i + 1}/{repeat}: " + ", ".join(f"{key} {rows[key][-1]['seconds']:.2f}s"
+                                                               for key in PATHS)
+                      + f", tcp copy {tcp[-1]:.2f}s, write+fsync {disk[-1]:.2f}s", file=sys.stderr)
         except BaseException:
             print(dep.dump_logs(), file=sys.stderr)
             raise
         finally:
             dep.close()
     tcp_seconds = statistics.median(tcp)
+    durable_seconds = statistics.median(t + d for t, d in zip(tcp, disk, strict=True))
+    report = {key: summarise(rows[key], tcp_seconds) for key in PATHS}
+    for key in ("upload", "grpc_upload"):
+        report[key]["ratio_seconds_to_durable_baseline"] = round(report[key]["seconds"] / durable_seconds, 2)
     return {
         "benchmark": "model_transfer",
         "model": {"float32_parameters": size // 4, "size_mib": round(size / MIB, 1),
-                  "container_bytes": uploads[0]["bytes"]},
+                  "container_bytes": rows["upload"][0]["bytes"]},
         "repeat": repeat,
         "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_at_start],
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "method": "median of the repeats; peak RSS sampled every 50 ms during each transfer (client: also its "
                   "VmHWM), idle = RSS just before the transfer; MiB = 2^20 bytes",
-        "download": summarise(downloads, tcp_seconds),
-        "upload": summarise(uploads, tcp_seconds),
+        "paths": {"download": "our client, byte path (sendfile; the default for models of 16 MiB and more)",
+                  "upload": "our client, byte path",
+                  "grpc_download": "our client held on gRPC (SCALEOUT_BYTE_PATH=off): the published clients' path",
+                  "grpc_upload": "our client held on gRPC"},
+        **report,
         "baseline_tcp_copy": {"seconds": round(tcp_seconds, 3),
-                              "mib_per_s": round(uploads[0]["bytes"] / MIB / tcp_seconds, 1),
+                              "mib_per_s": round(rows["upload"][0]["bytes"] / MIB / tcp_seconds, 1),
                               "all_seconds": [round(s, 3) for s in tcp]},
         "reference_disk_write_fsync": {"seconds": round(statistics.median(disk), 3),
                                        "all_seconds": [round(s, 3) for s in disk]},
+        "baseline_durable_upload": {"note": "TCP copy + an fsync'd write of the same bytes, per repeat",
+                                    "seconds": round(durable_seconds, 3)},
         "seed_upload_rest": {"note": "not part of the measurement: `scaleout model set-active` of the seed (REST)",
                              "seconds": round(seed_rest_seconds, 2),
                              "controller_peak_rss_mib": rss_mib(seed_rss.peak.get("controller", 0)),
@@ -268,15 +287,17 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     up, down, tcp = report["upload"], report["download"], report["baseline_tcp_copy"]
+    gup, gdown = report["grpc_upload"], report["grpc_download"]
     size = report["model"]["size_mib"]
     draw([
         Panel("THROUGHPUT (MIB/S)", ["DOWNLOAD", "UPLOAD", "TCP COPY"],
-              {"MIB/S": [down["mib_per_s"], up["mib_per_s"], tcp["mib_per_s"]]}),
+              {"BYTE PATH": [down["mib_per_s"], up["mib_per_s"], tcp["mib_per_s"]],
+               "GRPC": [gdown["mib_per_s"], gup["mib_per_s"], tcp["mib_per_s"]]}),
         Panel("PEAK RSS (MIB)", ["DOWNLOAD", "UPLOAD"],
               {"COMBINER": [down["combiner_peak_rss_mib"], up["combiner_peak_rss_mib"]],
                "CLIENT": [down["client_peak_rss_mib"], up["client_peak_rss_mib"]]},
               {"MODEL": size}),
-    ], path, title=f"A {size:.0f} MIB MODEL OVER GRPC ON LOOPBACK (MEDIAN OF {report['repeat']})")
+    ], path, title=f"A {size:.0f} MIB MODEL ON LOOPBACK, BYTE PATH AND GRPC (MEDIAN OF {report['repeat']})")
 
 
 def main() -> None:
