@@ -265,12 +265,17 @@ def test_compose_ports_and_service_addresses_agree() -> None:
     s3_port = re.search(r"-s3\.port=(\d+)", services["seaweedfs"]["command"][0])
     assert s3_port is not None
     listening["seaweedfs"] = int(s3_port.group(1))
+    byte_ports = {name: int(port) for name, service in scaleout_services(doc).items()
+                  if (port := option_value(compose_args(service), "--byte-port")) and int(port) > 0}
     published: list[str] = []
     for name, service in services.items():
         for mapping in service.get("ports") or []:
-            host, _, container = str(mapping).rpartition(":")
-            assert int(container) == listening[name], f"{name} publishes {mapping} but listens on {listening[name]}"
+            host, _, container = str(mapping).split("#")[0].strip().rpartition(":")
+            assert int(container) in (listening[name], byte_ports.get(name)), \
+                f"{name} publishes {mapping} but listens on {listening[name]}"
             published.append(host)
+    for name, port in byte_ports.items():  # a fixed byte port is published, or clients fall back to gRPC
+        assert any(str(m).endswith(f":{port}") for m in services[name].get("ports") or []), name
         blob = json.dumps({k: service.get(k) for k in ("command", "environment", "healthcheck")})
         for host, port in URL.findall(blob):
             target = name if host in ("127.0.0.1", "localhost") else host
