@@ -197,3 +197,27 @@ def test_callback_that_raises_is_reported_as_failed_task(deployment: Deployment,
     r = dep.post("/api/v1/control/run_command", {"command_type": "echo", "parameters": {}, "client_ids": [client_id],
                                                   "synchronous": True, "timeout": 30})
     assert r.json()["results"][0]["status"] == "COMPLETED"
+
+
+def test_a_large_model_trains_over_the_byte_path_with_fedavg_exact(deployment: Deployment, project: Path,
+                                                                   clients_stopped: None, tmp_path: Path) -> None:
+    """Models of 16 MiB and more move over the combiner's byte path (our clients; real processes)."""
+    dep = deployment
+    big = [np.random.default_rng(7).standard_normal(4_500_000).astype(np.float32), np.ones(3, dtype=np.float64)]
+    seed_file = tmp_path / "big-seed.npz"
+    helper.save(big, str(seed_file))
+    dep.cli("model", "set-active", "-f", str(seed_file), *dep.api_args())
+    seed_id = dep.get("/api/v1/models/", headers={"X-Limit": "1", "X-Sort-Key": "committed_at",
+                                                  "X-Sort-Order": "desc"})["result"][0]["model_id"]
+    server_log = dep.procs[0].output
+    before = server_log().count("over the byte path")
+    dep.start_client("big-a", project, env={"E2E_CONSTANT": "1.0", "E2E_NUM_EXAMPLES": "1"})
+    dep.start_client("big-b", project, env={"E2E_CONSTANT": "4.0", "E2E_NUM_EXAMPLES": "3"})
+    session_id = dep.start_session(name="big", rounds=1, round_timeout=120, model_id=seed_id, clients_required=2,
+                                   validate=False)
+    session = dep.wait_session(session_id, timeout=180)
+    assert session["status"] == "Finished", session
+    got = download_params(dep, dep.rounds(session_id)[-1]["new_model_id"])
+    for g, s in zip(got, big, strict=True):
+        np.testing.assert_allclose(g, s + 3.25, rtol=1e-6)  # (1*1 + 4*3) / 4
+    assert server_log().count("over the byte path") - before == 2  # both updates; downloads log at debug
