@@ -154,10 +154,11 @@ def test_the_switch_in_the_environment_keeps_a_client_on_grpc(harness: Harness,
 
 # ---- interrupted transfers -----------------------------------------------------------------------------
 class CuttingProxy:
-    """Forwards connections to `port`; the first `cuts` of them are cut after `after` bytes from the server."""
+    """Forwards connections to `port`; the first `cuts` of them are cut after `after` bytes from the server
+    (or, with `upstream`, from the client)."""
 
-    def __init__(self, port: int, after: int, cuts: int = 1) -> None:
-        self.target, self.after, self.cuts = port, after, cuts
+    def __init__(self, port: int, after: int, cuts: int = 1, upstream: bool = False) -> None:
+        self.target, self.after, self.cuts, self.upstream = port, after, cuts, upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -172,8 +173,10 @@ class CuttingProxy:
             self.connections += 1
             limit = self.after if self.connections <= self.cuts else None
             up = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(down, up, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, down, limit), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(down, up, limit if self.upstream else None),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, down, None if self.upstream else limit),
+                             daemon=True).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
@@ -212,6 +215,24 @@ def test_a_download_cut_half_way_is_retried_and_arrives_whole(harness: Harness, 
         proxy.close()
     assert got.checksum == model.checksum
     assert proxy.connections == 2
+
+
+def test_an_upload_cut_half_way_by_the_network_is_retried_by_the_client(harness: Harness,
+                                                                        connection: Connection) -> None:
+    model = big_model(mib=4)
+    byte_path = harness.combiner.server.byte_path
+    assert byte_path is not None
+    proxy = CuttingProxy(byte_path.port, after=2 * MIB, upstream=True)
+    real_port, byte_path.port = byte_path.port, proxy.port
+    try:
+        connection.upload_model(model)
+    finally:
+        byte_path.port = real_port
+        proxy.close()
+    updates = updates_dir_for(harness.combiner.settings)
+    assert proxy.connections == 2
+    assert [p.name for p in updates.iterdir()] == [f"{model.model_id}.scm"]
+    assert (updates / f"{model.model_id}.scm").read_bytes() == model.get_stream().read()
 
 
 def test_an_upload_cut_half_way_leaves_nothing_and_the_retry_is_kept(harness: Harness) -> None:
