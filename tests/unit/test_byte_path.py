@@ -322,3 +322,21 @@ def test_offers_with_bad_fields_are_invalid_argument_and_unknown_models_not_foun
     with pytest.raises(grpc.RpcError) as err:
         ticket(harness, "download", "no-such-model")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_memory_stays_flat_in_the_model_size_at_both_ends(harness: Harness, connection: Connection) -> None:
+    """Client and combiner (one process here) allocate a few MiB of buffers for a 48 MiB model each way."""
+    import tracemalloc
+
+    model = big_model("bp-flat", mib=48)
+    harness.repository.put("models", "bp-flat", model.get_stream())
+    _ = model.checksum
+    tracemalloc.start()
+    try:
+        connection.download_model("bp-flat").close()
+        connection.upload_model(model)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert served(harness) == {"download": 1, "upload": 1}
+    assert peak < 12 * MIB, f"peak {peak / MIB:.1f} MiB traced for a 48 MiB model"
