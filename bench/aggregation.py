@@ -13,6 +13,11 @@ memory-mapped from its file (`acc += w * np.memmap(...)`, float64 accumulator, t
 without writing anything. Both read the files from a warm page cache (`os.sync()` before every run, so
 no write-back of the freshly written updates competes with the combiner's writes). Writes
 bench/results/aggregation.json and bench/results/aggregation.png; deletes the update files.
+
+Every other registered strategy is measured the same way at K=20 (`--extra`, default: all nine). The
+runs of one strategy share the session's state folder, so the first starts its optimiser state afresh
+and the repeats continue it (server optimisers read the saved moments back): the peak is the highest of
+both cases. The aim (issue 14): every strategy's peak within 3 x one model's size.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pngchart import Panel, draw  # noqa: E402
+from scaleout_server.aggregation.registry import available_strategies  # noqa: E402
 
 HELPER_TYPE = "numpyhelper"
 
@@ -166,8 +172,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=int, default=50_000_000, help="float32 parameters per model")
     parser.add_argument("--ks", default="5,20,50", help="numbers of updates to aggregate")
-    parser.add_argument("--extra", default="fedmedian,krum,fedadam",
-                        help="other strategies measured at K=20 (comma-separated; empty: none)")
+    parser.add_argument("--extra", default=",".join(s for s in available_strategies() if s != "fedavg"),
+                        help="other strategies measured at K=20 (comma-separated; empty: none) [default: all]")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the fastest is kept)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the update files [default: a temp dir]")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "aggregation.json")
@@ -186,6 +192,7 @@ def main() -> None:
     ks = sorted(int(k) for k in args.ks.split(","))
     extra = [s for s in args.extra.split(",") if s]
     size = args.params * 4
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     folder = Path(tempfile.mkdtemp(prefix="scaleout-bench-aggregation-", dir=args.work))
     try:
         check_space(folder, (max(ks) + 3) * size)
@@ -212,6 +219,7 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     report = summarise(args.params, size, write_seconds, runs)
+    report["machine"]["load_average_at_start"] = load_at_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, args.out.with_suffix(".png"))
@@ -238,6 +246,11 @@ def summarise(params: int, size: int, write_seconds: float, runs: list[dict[str,
                         "ratio_fold_seconds_to_numpy": round(ours["fold_seconds"] / base["seconds"], 2)})
         rows.append(row)
     fedavg = [r for r in rows if r["strategy"] == "fedavg"]
+    k_each = 20 if any(r["k"] == 20 for r in fedavg) else max(r["k"] for r in rows)
+    at_k = {}  # each strategy at K=20: the highest peak of its runs (Krum: with and without one BLAS thread)
+    for r in rows:
+        if r["k"] == k_each and r["peak_rss_mb"] >= at_k.get(r["strategy"], {}).get("peak_rss_mb", -1):
+            at_k[r["strategy"]] = r
     return {
         "benchmark": "aggregation",
         "model": {"parameters": params, "dtype": "float32", "mb": mb(size)},
@@ -253,14 +266,25 @@ def summarise(params: int, size: int, write_seconds: float, runs: list[dict[str,
             "numpy_seconds_by_k": {str(r["k"]): r["numpy_seconds"] for r in fedavg},
             "ratio_seconds_to_numpy_by_k": {str(r["k"]): r["ratio_seconds_to_numpy"] for r in fedavg},
             "max_fedavg_peak_over_model_size": max(r["peak_rss_over_model_size"] for r in fedavg),
+            "k_of_each_strategy": k_each,
+            "peak_rss_mb_by_strategy": {name: r["peak_rss_mb"] for name, r in at_k.items()},
+            "peak_rss_over_model_size_by_strategy": {name: r["peak_rss_over_model_size"] for name, r in at_k.items()},
+            "seconds_by_strategy": {name: min(x["seconds"] for x in rows if x["strategy"] == name and x["k"] == k_each)
+                                    for name in at_k},
+            "max_peak_over_model_size": max(r["peak_rss_over_model_size"] for r in at_k.values()),
         },
     }
+
+
+SHORT = {"fedavg": "AVG", "fedprox": "PROX", "fedavgm": "AVGM", "fedadam": "ADAM", "fedyogi": "YOGI",
+         "fedadagrad": "ADAGR", "fedmedian": "MEDIAN", "fedtrimmedavg": "TRIM", "krum": "KRUM", "multikrum": "MKRUM"}
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
     fedavg = [r for r in report["runs"] if r["strategy"] == "fedavg"]
     model_mb = report["model"]["mb"]
     categories = [f"K={r['k']}" for r in fedavg]
+    each = report["summary"]["peak_rss_mb_by_strategy"]
     draw([
         Panel("PEAK RSS (MB)", categories,
               {"COMBINER FEDAVG": [r["peak_rss_mb"] for r in fedavg],
@@ -269,7 +293,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         Panel("TIME (S)", categories,
               {"COMBINER FEDAVG": [r["seconds"] for r in fedavg],
                "NUMPY MEMMAP SUM": [r["numpy_seconds"] for r in fedavg]}),
-    ], path, title=f"AGGREGATING K UPDATES OF A {model_mb:.0f} MB FLOAT32 MODEL")
+        Panel(f"PEAK RSS (MB), K={report['summary']['k_of_each_strategy']}", [SHORT.get(n, n.upper()) for n in each],
+              {"COMBINER, EACH STRATEGY": list(each.values())}, {"MODEL": model_mb, "3X MODEL": 3 * model_mb}),
+    ], path, title=f"AGGREGATING K UPDATES OF A {model_mb:.0f} MB FLOAT32 MODEL", panel_w=860)
 
 
 if __name__ == "__main__":

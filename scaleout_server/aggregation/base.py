@@ -70,9 +70,11 @@ class Strategy(ABC):
         was accumulated."""
 
     def state_dict(self) -> dict[str, Any]:
-        """State to carry to the session's next round: JSON-able values and lists of numpy arrays."""
+        """State to carry to the session's next round: JSON-able values and lists of numpy arrays (or
+        `ParamsView`s, sequences of arrays too, which the combiner saves slice by slice)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned at the end of the previous round."""
+        """Restore what `state_dict` returned at the end of the previous round (arrays the combiner
+        saved come back as `ParamsView`s reading its file in place)."""
         return None

@@ -4,8 +4,9 @@ Everything here is blocking file and numpy work for a worker thread. The global 
 from the repository into the work folder once, for the strategies that read it (server optimisers);
 every update is read in place from the file the upload wrote. A streaming strategy folds an update
 and the file is deleted at once; a strategy that needs all updates keeps their files (and nothing
-else) until the result has been written. Peak memory is what the strategy itself holds (FedAvg:
-float64 sums, 2 x a float32 model) plus slices.
+else) until the result has been written. Peak memory is what the strategy itself holds (FedAvg and
+the server optimisers: float64 sums, 2 x a float32 model, the optimisers' moments staying on disk;
+the robust strategies: slices within a fixed budget) plus slices.
 """
 
 from __future__ import annotations

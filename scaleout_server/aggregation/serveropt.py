@@ -13,12 +13,21 @@ with m = 0 and v = tau^2 at the session's first round and no bias correction (as
 in FEDn's `fedopt`). The moments are the session state: they persist across rounds (on disk, see
 `state.SessionStates`) and are kept in the array's float precision (float32 for float32 models).
 Integer and boolean arrays (counters) take the plain rounded mean. Everything runs a slice at a
-time: memory is the float64 sums plus the moments.
+time.
+
+Memory: the float64 sums (2 x a float32 model) and nothing else model-sized. Each moment is another
+whole model, so when the global model is a file (the combiner's round), the moments stay on disk too:
+the previous state is read in place (`SessionStates.load` gives file-backed views) and the new one is
+written, slice by slice, to an unlinked scratch file in the round's work folder, which `state_dict`
+hands on for `SessionStates.save` to copy slice by slice. With in-memory params (tests, server-side
+code without files) the moments are in-memory arrays updated in place. The arithmetic is the same.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +46,7 @@ from scaleout_server.aggregation.params import (
     check_numeric,
     is_float,
 )
+from scaleout_server.aggregation.stored import FileArrays, StoredParams
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +65,10 @@ class ServerOptimizer(Strategy):
         super().__init__(helper, **kwargs)
         self._mean = WeightedMean()
         self._global: ParamsView | None = None
-        self._state: dict[str, list[np.ndarray]] | None = None
+        # the moments, one flat array per model array: lists updated in place, or read-only views of files
+        # (the loaded state, or the scratch file the last result wrote) when `_spill_dir` is set
+        self._state: dict[str, Sequence[np.ndarray]] | None = None
+        self._spill_dir: Path | None = None
         self._rounds = 0
         self._loaded: dict[str, Any] | None = None
         self._result: ParamsView | None = None
@@ -68,9 +81,12 @@ class ServerOptimizer(Strategy):
         return 0.0
 
     def state_dict(self) -> dict[str, Any]:
+        """The rounds taken and each moment's arrays: a list, or a file-backed view (a sequence of arrays
+        too) that `SessionStates.save` copies slice by slice, so no whole moment is ever in memory."""
         if self._state is None:
             return {}
-        return {"rounds": self._rounds, **{k: list(v) for k, v in self._state.items()}}
+        return {"rounds": self._rounds,
+                **{k: v if isinstance(v, ParamsView) else list(v) for k, v in self._state.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._loaded = dict(state) if state else None
@@ -85,32 +101,40 @@ class ServerOptimizer(Strategy):
         if not loaded:
             return
         try:
-            state = {k: [np.require(np.asarray(a).reshape(-1), requirements=["C", "W"]) for a in loaded[k]]
-                     for k in self.moments}
-            for arrays in state.values():
-                if len(arrays) != len(specs):
-                    raise ValueError(f"{len(arrays)} arrays for a model of {len(specs)}")
-                for a, spec in zip(arrays, specs, strict=True):
-                    if a.size != (spec.size if is_float(spec.dtype) else 0):
-                        raise ValueError(f"a moment of {a.size} elements for an array of {spec.size}")
+            state: dict[str, Sequence[np.ndarray]] = {}
+            for k in self.moments:
+                arrays = loaded[k]
+                sizes = [a.size for a in arrays.specs] if isinstance(arrays, ParamsView) else \
+                    [np.asarray(a).size for a in arrays]
+                if len(sizes) != len(specs):
+                    raise ValueError(f"{len(sizes)} arrays for a model of {len(specs)}")
+                for size, spec in zip(sizes, specs, strict=True):
+                    if size != (spec.size if is_float(spec.dtype) else 0):
+                        raise ValueError(f"a moment of {size} elements for an array of {spec.size}")
+                if self._spill_dir is not None:  # read in place, a slice at a time
+                    state[k] = arrays if isinstance(arrays, ParamsView) else as_view(list(arrays))
+                else:  # updated in place
+                    state[k] = [np.require(np.asarray(a).reshape(-1), requirements=["C", "W"]) for a in arrays]
             self._state, self._rounds = state, int(loaded.get("rounds", 0))
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("%s: the saved optimiser state does not fit this model (%s); starting afresh", self.name, exc)
 
+    @staticmethod
+    def _moment_specs(specs: list[ArraySpec]) -> list[ArraySpec]:
+        """A fresh moment's arrays: the array's float precision (at least float32), empty for integers."""
+        return [ArraySpec((s.size,), np.promote_types(s.dtype, np.float32)) if is_float(s.dtype)
+                else ArraySpec((0,), np.dtype(np.float64)) for s in specs]
+
     def _fresh_state(self, specs: list[ArraySpec]) -> dict[str, list[np.ndarray]]:
-        state: dict[str, list[np.ndarray]] = {}
-        for moment in self.moments:
-            value = self.initial(moment)
-            state[moment] = [np.full(s.size if is_float(s.dtype) else 0, value,
-                                     dtype=np.promote_types(s.dtype, np.float32) if is_float(s.dtype) else np.float64)
-                             for s in specs]
-        return state
+        return {moment: [np.full(s.size, self.initial(moment), dtype=s.dtype) for s in self._moment_specs(specs)]
+                for moment in self.moments}
 
     # -- the round ----------------------------------------------------------------------------
     def begin(self, global_params: Any) -> None:
         view = as_view(global_params)
         check_numeric(view.specs, "the global model")
         self._global = view
+        self._spill_dir = view.scratch_dir if isinstance(view, StoredParams) else None
         self._mean.reset()
         self._result = None
         self._restore(list(view.specs))
@@ -130,21 +154,55 @@ class ServerOptimizer(Strategy):
             return None
         glob = self._global
         specs = list(glob.specs)
-        if self._state is None:
-            self._state = self._fresh_state(specs)
         sums = self._mean.sums
+        if self._spill_dir is None:
+            if self._state is None:
+                self._state = self._fresh_state(specs)
+            source, target = self._state, None
+        else:
+            source = self._state  # None: the first round, moments start from their initial values
+            target = {k: FileArrays.scratch(self._spill_dir, self._moment_dtypes(k, specs, source))
+                      for k in self.moments}
         for i, start, stop in blocks(specs, block_elements(8, 6)):
             mean = self._mean.mean(i, start, stop)
             if is_float(specs[i].dtype):
                 x = glob.read(i, start, stop).astype(np.float64)
-                moments = {k: v[i][start:stop] for k, v in self._state.items()}
+                if target is None:  # in-memory moments: `step` updates their slices in place
+                    moments = {k: v[i][start:stop] for k, v in self._state.items()}
+                else:  # file-backed: a writable copy of each slice, written to the new state afterwards
+                    moments = {k: self._moment_slice(k, source, i, start, stop, target[k].specs[i].dtype)
+                               for k in self.moments}
                 sums[i][start:stop] = x + self.step(mean - x, moments)
+                if target is not None:
+                    for k, values in moments.items():
+                        target[k].write(i, start, values)
             else:
                 sums[i][start:stop] = mean
+        if target is not None:
+            self._state = dict(target)
         self._mean.weight = 1.0  # the sums now hold the new model itself
         self._rounds += 1
         self._result = ComputedParams(specs, lambda i, a, b: cast_to(sums[i][a:b], specs[i].dtype))
         return self._result
+
+    def _moment_dtypes(self, moment: str, specs: list[ArraySpec],
+                       source: dict[str, Sequence[np.ndarray]] | None) -> list[ArraySpec]:
+        """The new state's arrays for `moment`: the dtypes of the state it continues (as in-memory moments
+        keep theirs), else those of a fresh one."""
+        if source is None:
+            return self._moment_specs(specs)
+        arrays = source[moment]
+        assert isinstance(arrays, ParamsView)  # `_restore` made every file-backed source a view
+        return [ArraySpec((s.size,), s.dtype) for s in arrays.specs]
+
+    def _moment_slice(self, moment: str, source: dict[str, Sequence[np.ndarray]] | None, index: int, start: int,
+                      stop: int, dtype: np.dtype) -> np.ndarray:
+        """A writable copy of elements [start, stop) of one moment array (its initial value when fresh)."""
+        if source is None:
+            return np.full(stop - start, self.initial(moment), dtype=dtype)
+        arrays = source[moment]
+        assert isinstance(arrays, ParamsView)
+        return np.array(arrays.read(index, start, stop), dtype=dtype)
 
     def step(self, delta: np.ndarray, moments: dict[str, np.ndarray]) -> np.ndarray:
         """Update the moments' slices in place from the pseudo-gradient slice; return the step (float64)."""

@@ -4,6 +4,11 @@ One file per session, `<state_dir>/<session id>.npz` (uncompressed, written to a
 committed with `durable.commit_file`, so a crash never leaves half a state): the strategy's name, its
 JSON-able values and its lists of arrays. State saved by another strategy is ignored. Only the
 `MAX_SESSIONS` most recently used sessions are kept; older files are deleted.
+
+The arrays (Adam's two moments are 2 x a float32 model) never sit whole in memory: `save` writes them a
+slice at a time (from lists or from file-backed views) and `load` hands out views that read the file in
+place (`stored.FileArrays`), each holding the file open, so a later save over the same name does not
+disturb a round still reading the previous state.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from scaleout_server.aggregation.params import ArrayParams, ParamsView, as_view
+from scaleout_server.aggregation.stored import FileArrays, write_npz_member
 from scaleout_server.durable import commit_file
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,11 @@ class SessionStates:
                     return None
                 state: dict[str, Any] = dict(meta.get("values", {}))
                 for key, count in meta.get("arrays", {}).items():
-                    state[key] = [npz[f"{key}.{i}"] for i in range(int(count))]
+                    names = [f"{key}.{i}" for i in range(int(count))]
+                    try:
+                        state[key] = FileArrays.npz_members(path, names)
+                    except ValueError:  # not written by us (compressed): read into memory
+                        state[key] = [npz[name] for name in names]
             os.utime(path)  # recently used: kept by the pruning
             return state
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
@@ -72,20 +83,24 @@ class SessionStates:
             path.unlink(missing_ok=True)
             return
         values: dict[str, Any] = {}
-        arrays: dict[str, np.ndarray] = {}
-        counts: dict[str, int] = {}
+        arrays: dict[str, ParamsView] = {}
         for key, value in state.items():
-            if isinstance(value, (list, tuple)) and value and all(isinstance(a, np.ndarray) for a in value):
-                counts[key] = len(value)
-                arrays.update({f"{key}.{i}": a for i, a in enumerate(value)})
+            if isinstance(value, ParamsView):
+                arrays[key] = value
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(a, np.ndarray) for a in value):
+                arrays[key] = as_view(value)
             else:
                 values[key] = value
+        counts = {key: len(view.specs) for key, view in arrays.items()}
         meta = json.dumps({"strategy": strategy_name, "values": values, "arrays": counts})
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
         try:
-            with open(tmp, "wb") as out:
-                np.savez(out, **{_META: np.array(meta)}, **arrays)
+            with open(tmp, "wb") as out, zipfile.ZipFile(out, mode="w", allowZip64=True) as zf:
+                write_npz_member(zf, _META, ArrayParams([np.array(meta)]), 0)
+                for key, view in arrays.items():  # a slice at a time: never a whole moment in memory
+                    for i in range(len(view.specs)):
+                        write_npz_member(zf, f"{key}.{i}", view, i)
             commit_file(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -15,7 +15,9 @@ import io
 import os
 import shutil
 import struct
+import tempfile
 import uuid
+import weakref
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -285,15 +287,8 @@ class StoredParams(ParamsView):
         if out.size == 0:
             return out
         segment = self._segments[index]
-        fd = self._fd(segment.path)
-        raw = out.view(np.uint8)
-        offset = segment.offset + start * spec.dtype.itemsize
-        done = 0
-        while done < raw.size:
-            got = os.preadv(fd, [raw[done:]], offset + done)
-            if got <= 0:
-                raise ValueError(f"stored model {self.path.name} ended early (truncated while in use?)")
-            done += got
+        _pread_into(self._fd(segment.path), out, segment.offset + start * spec.dtype.itemsize,
+                    f"stored model {self.path.name}")
         return out
 
     def _fd(self, path: Path) -> int:
@@ -308,6 +303,11 @@ class StoredParams(ParamsView):
             os.close(fd)
         self._fds.clear()
 
+    @property
+    def scratch_dir(self) -> Path:
+        """The folder for this view's scratch files (the work folder of the round that opened it)."""
+        return self._scratch_dir
+
     def close(self) -> None:
         """Close the file handles and delete the scratch file (the model file itself stays)."""
         self._closed = True
@@ -316,6 +316,105 @@ class StoredParams(ParamsView):
         if self._scratch is not None:
             self._scratch.unlink(missing_ok=True)
             self._scratch = None
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int, what: str) -> None:
+    """Fill `out` with the bytes of `fd` from `offset` on (pread: the file's pages never count as ours)."""
+    raw = out.view(np.uint8)
+    done = 0
+    while done < raw.size:
+        got = os.preadv(fd, [raw[done:]], offset + done)
+        if got <= 0:
+            raise ValueError(f"{what} ended early (truncated while in use?)")
+        done += got
+
+
+class FileArrays(ParamsView):
+    """Flat arrays at known offsets of one open file, read and written a slice at a time (pread/pwrite).
+
+    What keeps a whole-model-sized state (server optimiser moments) out of memory: the saved state is
+    read in place from its NPZ (`npz_members`) and the new one goes to an unlinked scratch file
+    (`scratch`). The descriptor is closed by `close` or when the view is garbage-collected, so state
+    handed from one round's strategy to the state store needs no owner to free it.
+    """
+
+    def __init__(self, fd: int, specs: list[ArraySpec], offsets: list[int], what: str) -> None:
+        self.specs = specs
+        self._fd = fd
+        self._offsets = offsets
+        self._what = what
+        self._closer = weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def scratch(cls, folder: Path, specs: list[ArraySpec]) -> FileArrays:
+        """Zero-filled arrays of `specs` in a new file in `folder`, unlinked at once: its space is
+        given back when the view is closed or dropped, even after a crash."""
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".state-", suffix=".arrays", dir=folder)
+        os.unlink(name)
+        offsets, end = [], 0
+        for spec in specs:
+            offsets.append(end)
+            end += spec.nbytes
+        try:
+            os.ftruncate(fd, end)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, [ArraySpec((spec.size,), spec.dtype) for spec in specs], offsets, "scratch state file")
+
+    @classmethod
+    def npz_members(cls, path: Path, names: Sequence[str]) -> FileArrays:
+        """Members `names` (without ".npy") of an NPZ stored uncompressed (`numpy.savez`, `write_npz_member`),
+        read in place. ValueError when one is compressed or Fortran-ordered: read those with numpy."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            specs, offsets = [], []
+            with os.fdopen(os.dup(fd), "rb") as fh, zipfile.ZipFile(fh) as npz:  # the same file as `fd`
+                for name in names:
+                    info = npz.getinfo(f"{name}.npy")
+                    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                        raise ValueError(f"NPZ member {name} is compressed or encrypted")
+                    start = _data_offset(fh, info.header_offset)
+                    fh.seek(start)
+                    header = _read_npy_header(fh)
+                    if header is None or header[1]:
+                        raise ValueError(f"NPZ member {name} has a header version or order not read in place")
+                    spec = StoredParams._spec(header[0], header[2], name)
+                    data = fh.tell()
+                    if data - start + spec.nbytes != info.file_size:
+                        raise ValueError(f"NPZ member {name} holds {info.file_size} bytes, its header needs "
+                                         f"{data - start + spec.nbytes}")
+                    specs.append(spec)
+                    offsets.append(data)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd, specs, offsets, f"state file {path.name}")
+
+    def read(self, index: int, start: int, stop: int) -> np.ndarray:
+        if not self._closer.alive:
+            raise ValueError(f"{self._what} is closed")
+        spec = self.specs[index]
+        start, stop = max(0, start), min(stop, spec.size)
+        out = np.empty(max(0, stop - start), dtype=spec.dtype)
+        if out.size:
+            _pread_into(self._fd, out, self._offsets[index] + start * spec.dtype.itemsize, self._what)
+        return out
+
+    def write(self, index: int, start: int, values: np.ndarray) -> None:
+        """Store `values` (cast to the array's dtype) as elements [start, start + len) of array `index`."""
+        spec = self.specs[index]
+        if start < 0 or start + values.size > spec.size:
+            raise ValueError(f"elements [{start}, {start + values.size}) are outside an array of {spec.size}")
+        raw = memoryview(np.ascontiguousarray(values, dtype=spec.dtype).reshape(-1).view(np.uint8))
+        offset = self._offsets[index] + start * spec.dtype.itemsize
+        while raw:
+            done = os.pwrite(self._fd, raw, offset)
+            raw, offset = raw[done:], offset + done
+
+    def close(self) -> None:
+        self._closer()
 
 
 def open_copy(source: BinaryIO, path: Path, helper: Any, scratch_dir: Path | None = None) -> StoredParams:
@@ -343,15 +442,22 @@ def write_npz(params: ParamsView, out: BinaryIO) -> None:
     """An NPZ readable by `numpy.load` (members "0.npy".."N-1.npy", fixed timestamps), every member
     stored uncompressed so the next round reads it in place; written one slice at a time."""
     with zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for i, spec in enumerate(params.specs):
-            info = zipfile.ZipInfo(f"{i}.npy", date_time=_FIXED_DATE_TIME)
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = 0o600 << 16
-            with zf.open(info, mode="w", force_zip64=True) as member:
-                write_npy_header(member, spec)
-                for _, start, stop in blocks([spec], block_elements(8, 2)):  # results are often computed in float64
-                    chunk = np.ascontiguousarray(params.read(i, start, stop), dtype=spec.dtype)
-                    member.write(chunk.view(np.uint8).data)
+        for i in range(len(params.specs)):
+            write_npz_member(zf, str(i), params, i)
+
+
+def write_npz_member(zf: zipfile.ZipFile, name: str, params: ParamsView, index: int) -> None:
+    """Array `index` of a view as the uncompressed member `<name>.npy` of an NPZ being written, one slice
+    at a time (so it can be read in place later, and never needs the whole array in memory)."""
+    spec = params.specs[index]
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_DATE_TIME)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o600 << 16
+    with zf.open(info, mode="w", force_zip64=True) as member:
+        write_npy_header(member, spec)
+        for _, start, stop in blocks([spec], block_elements(8, 2)):  # results are often computed in float64
+            chunk = np.ascontiguousarray(params.read(index, start, stop), dtype=spec.dtype)
+            member.write(chunk.view(np.uint8).data)
 
 
 def write_npy_header(fh: IO[bytes], spec: ArraySpec) -> None:

@@ -14,7 +14,7 @@ from scaleout_server.aggregation.job import AggregationJob
 from scaleout_server.aggregation.params import ArrayParams, ComputedParams
 from scaleout_server.aggregation.registry import make_strategy
 from scaleout_server.aggregation.state import SessionStates
-from scaleout_server.aggregation.stored import StoredParams, write_npz, write_raw
+from scaleout_server.aggregation.stored import FileArrays, StoredParams, write_npz, write_raw
 from scaleout_server.combiner.rounds import Rounds
 from scaleout_server.repository.local import LocalRepository
 from scaleoututil.helpers.helpers import get_helper
@@ -233,6 +233,22 @@ def test_session_states_round_trip_and_ignore_other_strategies(tmp_path: Path) -
     assert states.load("other", "fedadam") is None
     states.save("session-1", "fedadam", {})
     assert states.load("session-1", "fedadam") is None
+
+
+def test_session_states_read_arrays_in_place_also_from_files_numpy_savez_wrote(tmp_path: Path) -> None:
+    # state saved before the moments moved to disk (np.savez) still loads, as views reading the file in place
+    # that survive the file being replaced by the next save
+    states = SessionStates(tmp_path)
+    meta = json.dumps({"strategy": "fedavgm", "values": {"rounds": 2}, "arrays": {"m": 2}})
+    with open(states.path("old"), "wb") as out:
+        np.savez(out, __meta__=np.array(meta), **{"m.0": np.arange(5, dtype=np.float32), "m.1": np.zeros(0)})
+    loaded = states.load("old", "fedavgm")
+    assert loaded is not None and isinstance(loaded["m"], FileArrays)
+    states.save("old", "fedavgm", {"rounds": 3, "m": [np.ones(5, dtype=np.float32), np.zeros(0)]})
+    np.testing.assert_array_equal(loaded["m"][0], np.arange(5, dtype=np.float32))
+    assert loaded["m"].read(0, 1, 3).tolist() == [1.0, 2.0] and loaded["m"][1].size == 0
+    resaved = states.load("old", "fedavgm")
+    assert resaved is not None and resaved["rounds"] == 3 and resaved["m"][0].tolist() == [1.0] * 5
 
 
 def test_session_states_keep_only_the_most_recent_sessions(tmp_path: Path) -> None:
