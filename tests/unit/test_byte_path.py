@@ -325,7 +325,8 @@ def test_offers_with_bad_fields_are_invalid_argument_and_unknown_models_not_foun
 
 
 def test_memory_stays_flat_in_the_model_size_at_both_ends(harness: Harness, connection: Connection) -> None:
-    """Client and combiner (one process here) allocate a few MiB of buffers for a 48 MiB model each way."""
+    """Client and combiner (one process here) allocate their fixed buffers (4 x 4 MiB) for a 48 MiB model each way,
+    never the model."""
     import tracemalloc
 
     model = big_model("bp-flat", mib=48)
@@ -339,4 +340,4 @@ def test_memory_stays_flat_in_the_model_size_at_both_ends(harness: Harness, conn
     finally:
         tracemalloc.stop()
     assert served(harness) == {"download": 1, "upload": 1}
-    assert peak < 12 * MIB, f"peak {peak / MIB:.1f} MiB traced for a 48 MiB model"
+    assert peak < 24 * MIB, f"peak {peak / MIB:.1f} MiB traced for a 48 MiB model"
