@@ -148,6 +148,10 @@ def run_one(style: str, n: int, args: argparse.Namespace, folder: Path) -> dict[
             except RuntimeError:
                 pass
         dep.close()
+    if args.profiles:
+        args.profiles.mkdir(parents=True, exist_ok=True)
+        for raw in folder.glob("*.pyspy.txt"):
+            shutil.copy(raw, args.profiles / f"combiner_load-{n}-{raw.name}")
     seconds = t1 - t0
     cpu = {k: round(100 * (after[k] - before[k]) / seconds, 1) for k in procs}
     polls = [(w, rtt) for w, rtt, _ in result["polls"] if t0 <= w and w + rtt <= t1]
@@ -167,6 +171,11 @@ def run_one(style: str, n: int, args: argparse.Namespace, folder: Path) -> dict[
             + (1 / args.telemetry_interval if args.telemetry_interval else 0)), 1),
         "combiner_side_connections": server_connections,
     }
+    # what was actually sent over the whole run (a held poll carries heartbeat and telemetry: far fewer)
+    run_seconds = max(1e-9, result.get("t_stop", 0) - result.get("t_ready", 0))
+    separate = result["rpcs"].get("SendHeartbeat", 0) + result["rpcs"].get("SendTelemetryMessage", 0)
+    out["heartbeat_and_telemetry_rpcs_per_second_sent"] = round(separate / run_seconds, 1)
+    out["telemetry_on_polls_per_second"] = round(result["rpcs"].get("telemetry on a poll", 0) / run_seconds, 1)
     out["loadgen_loop_lag_in_window"] = loop_lag(result, t0, t1)
     if sent:
         latencies, fan_out, per_command = [], [], []
@@ -205,6 +214,8 @@ def main() -> None:
     parser.add_argument("--profile-n", type=int, default=0, help="profile the combiner with py-spy at this N")
     parser.add_argument("--profile-style", default="ours")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary [default: on PATH]")
+    parser.add_argument("--profiles", type=Path, default=None,
+                        help="keep the raw py-spy profiles (collapsed stacks) in this folder")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "combiner_load.json")
     args = parser.parse_args()

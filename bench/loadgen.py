@@ -66,7 +66,11 @@ import psutil  # noqa: E402
 
 from scaleout.client.connection import CHANNEL_OPTIONS  # noqa: E402
 from scaleout.client.registration import WIRE_CLIENT_VERSION  # noqa: E402
-from scaleout.client.task_receiver import LATE_POLL_FRACTION  # noqa: E402
+from scaleout.client.task_receiver import (  # noqa: E402
+    DEADLINE_ENDS_TOLERATED,
+    LATE_POLL_FRACTION,
+    NEW_TASK_GRACE,
+)
 from scaleout.client.tasks import MODEL_UPDATE_STATUS, now_timestamp  # noqa: E402
 from scaleoututil.grpc import scaleout_pb2 as pb  # noqa: E402
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc  # noqa: E402
@@ -265,6 +269,7 @@ class VirtualClient:
         self.polling = asyncio.Event()  # set once the first poll is on its way
         self.poll_open = False  # as TaskReceiver: a poll is on its way or held
         self.last_answered = False  # the previous poll was answered
+        self.deadline_ends = 0  # held polls in a row that ended at their deadline
         self.telemetry: tuple[float, dict[str, float]] | None = None  # the newest reading for the next poll
         self.loops: list[asyncio.Task[None]] = []
 
@@ -429,10 +434,13 @@ class VirtualClient:
             try:
                 directive = answer.result()
             except grpc.aio.AioRpcError as exc:
-                self.last_answered = False
                 late = long_poll and time.perf_counter() - started >= LATE_POLL_FRACTION * cfg.poll_timeout
                 code = exc.code()
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED or (code == grpc.StatusCode.CANCELLED and late):
+                deadline_end = code == grpc.StatusCode.DEADLINE_EXCEEDED or (code == grpc.StatusCode.CANCELLED and late)
+                self.deadline_ends = self.deadline_ends + 1 if deadline_end else 0
+                if not deadline_end or self.deadline_ends >= DEADLINE_ENDS_TOLERATED:
+                    self.last_answered = False  # as our client: heartbeat and telemetry calls resume
+                if deadline_end:
                     self.rec.error("PollAndReportAsync", exc)  # like our client: a held poll's end, poll again
                     continue
                 if exc.code() == grpc.StatusCode.CANCELLED and self.stop.is_set():
@@ -442,6 +450,7 @@ class VirtualClient:
                 delay = min(delay * 2, 30.0)
                 continue
             delay = 0.5
+            self.deadline_ends = 0
             self.last_answered = True
             rtt = time.perf_counter() - started
             self.rec.rpc("PollAndReportAsync")
@@ -449,11 +458,14 @@ class VirtualClient:
                 self.rec.polls.append((wall, rtt, len(directive.tasks)))
             for cid in done_ids:
                 self.held.pop(cid, None)
+            self.wake.clear()
             new = self._handle(directive, time.time())
             if not long_poll:
                 await self._sleep(max(0.0, cfg.poll_interval - (time.perf_counter() - started)))
             elif not new:
                 await self._sleep(max(0.0, MIN_POLL_INTERVAL - (time.perf_counter() - started)))
+            else:  # as our client: give a quick task the chance to report done on the next poll
+                await self._sleep(NEW_TASK_GRACE)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when a task finishes (its report should travel now)."""

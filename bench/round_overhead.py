@@ -18,12 +18,15 @@ machine, same wall clock):
 
 Baselines measured in the same run: the N=1 round (the fixed cost of a round), and the raw work of a
 round done directly in one process: copying the 2 x N model containers through a loopback TCP socket,
-plus the NumPy weighted average of N arrays. Writes bench/results/round_overhead.json and .png.
+plus the NumPy weighted average of N arrays (`raw_work.total`), plus one SHA-256 pass over the N uploaded
+containers (`raw_work.total_with_sha256`, the baseline of issue 14: every upload is checksummed).
+Writes bench/results/round_overhead.json and .png; `--profiles DIR` keeps the raw py-spy profiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -95,6 +98,12 @@ def run_n(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             session = dep.wait_session(session_id, args.rounds * (args.round_timeout + 60))
             elapsed = time.time() - started
         profiles = {name: spy.stop() for name, spy in spies.items()}
+        if args.profiles and spies:
+            args.profiles.mkdir(parents=True, exist_ok=True)
+            for name in spies:
+                raw = folder / f"{name}.pyspy.txt"
+                if raw.exists():
+                    shutil.copy(raw, args.profiles / f"round_overhead-{n}-{name}.pyspy.txt")
         after = {k: cpu_seconds(v) for k, v in procs.items()}
         if session["status"] != "Finished":
             raise RuntimeError(f"N={n}: session ended {session['status']}: {session.get('error')}")
@@ -224,7 +233,13 @@ def raw_work_seconds(n: int, params: int, container_bytes: int) -> dict[str, flo
     result = (acc / (100.0 * n)).astype(np.float32)
     average = time.perf_counter() - started
     assert result.shape == base.shape
-    return {"loopback_copy": r3(copy), "numpy_average": r3(average), "total": r3(copy + average)}
+    upload = np.random.default_rng(1).integers(0, 256, container_bytes, dtype=np.uint8).tobytes()
+    started = time.perf_counter()
+    for _ in range(n):
+        hashlib.sha256(upload).digest()
+    sha = time.perf_counter() - started
+    return {"loopback_copy": r3(copy), "numpy_average": r3(average), "total": r3(copy + average),
+            "sha256_uploads": r3(sha), "total_with_sha256": r3(copy + average + sha)}
 
 
 # -- main --------------------------------------------------------------------------------------------
@@ -243,6 +258,8 @@ def main() -> None:
                         help="load generator: clients encoding+uploading at once per process (0: no cap)")
     parser.add_argument("--profile-n", type=int, default=0, help="profile the combiner with py-spy at this N")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary [default: on PATH]")
+    parser.add_argument("--profiles", type=Path, default=None,
+                        help="keep the raw py-spy profiles (collapsed stacks) in this folder")
     parser.add_argument("--work", type=Path, default=None, help="folder for the deployments [default: a temp dir]")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "round_overhead.json")
     args = parser.parse_args()
@@ -276,8 +293,12 @@ def build_report(args: argparse.Namespace, runs: list[dict[str, Any]], wall_star
     table = {}
     for run in runs:
         s = run["summary"]
+        with_sha = run["raw_work"].get("total_with_sha256", run["raw_work"]["total"])
         row = {**s, "raw_work_seconds": run["raw_work"]["total"],
                "ratio_to_raw_work": round(s["seconds_per_round"] / max(run["raw_work"]["total"], 1e-9), 1),
+               "raw_work_with_sha256_seconds": with_sha,
+               "ratio_to_raw_work_with_sha256": round(s["seconds_per_round"] / max(with_sha, 1e-9), 1),
+               "combiner_cpu_ms_per_client": round(1000 * run["cpu_seconds_per_round"]["combiner"] / run["n"], 1),
                "cpu_seconds_per_round": run["cpu_seconds_per_round"]}
         if base_s is not None and run["n"] != args.baseline_n:
             row["ratio_to_n1_round"] = round(s["seconds_per_round"] / base_s, 1)
@@ -289,7 +310,8 @@ def build_report(args: argparse.Namespace, runs: list[dict[str, Any]], wall_star
         "rounds_per_n": args.rounds,
         "loadgen": {"procs": args.procs, "encode": "ScaleoutModel" if args.sdk_encode else "direct container",
                     "max_uploads": args.max_uploads,
-                    "heartbeats_and_telemetry": "off" if args.quiet else "every 2 s and 5 s, as our client"},
+                    "heartbeats_and_telemetry": "off" if args.quiet else
+                    "as our client: every 2 s and 5 s, carried by the held poll while one is held"},
         "machine": {"cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()]},
         "wall_seconds": round(time.time() - wall_started, 1),

@@ -16,7 +16,7 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,16 @@ def _error(message: str) -> str:
     return json.dumps({"error": message})
 
 
+class _Either(Container[str]):
+    """`x in _Either(a, b)`: in a or in b, without building their union."""
+
+    def __init__(self, *parts: Container[str]) -> None:
+        self.parts = parts
+
+    def __contains__(self, item: object) -> bool:
+        return any(item in part for part in self.parts)
+
+
 @dataclass(eq=False)
 class TaskGroup:
     """Tasks one Control call waits for; `changed` wakes the waiting call."""
@@ -67,13 +77,33 @@ class TaskGroup:
     closed: bool = False
     aborted: bool = False
 
+    def __post_init__(self) -> None:
+        self._open: dict[str, None] = {}  # tasks not seen done yet, oldest first (pruned lazily)
+
     def add(self, task: Task) -> None:
         task.group_id = self.group_id
         task.on_change = self._on_change
         self.tasks[task.correlation_id] = task
+        if not task.done:
+            self._open[task.correlation_id] = None
 
     def _on_change(self, task: Task) -> None:
         self.changed.set()
+
+    def waits_for_a_task(self, exempt: Container[str] = ()) -> bool:
+        """True while a task is not done (and not in `exempt`). Amortised O(1): the waiting call asks after
+        every change, and scanning all tasks each time made a 1000-client round or command quadratic."""
+        done: list[str] = []
+        found = False
+        for cid in self._open:
+            if self.tasks[cid].done:
+                done.append(cid)
+            elif cid not in exempt:
+                found = True
+                break
+        for cid in done:
+            del self._open[cid]
+        return found
 
 
 @dataclass(eq=False)
@@ -107,6 +137,8 @@ class RoundState(TaskGroup):
         return True
 
     def next_grace_end(self) -> float | None:
+        if self.waits_for_a_task(_Either(self.updates, self.rejected)):
+            return None  # a task still running: no grace end can finish the round before it changes
         ends = [t.reported_at + self.grace for t in self.tasks.values()
                 if t.done and t.reported_at is not None and t.status == TaskStatus.COMPLETED
                 and t.correlation_id not in self.updates and t.correlation_id not in self.rejected]
@@ -117,6 +149,8 @@ class RoundState(TaskGroup):
             return True
         if self.buffer > 0 and len(self.updates) >= self.buffer:
             return True
+        if self.waits_for_a_task(_Either(self.updates, self.rejected)):
+            return False  # that task is not settled: no need to look at the others
         at = now()
         return all(self.settled(t, at) for t in self.tasks.values())
 
@@ -274,7 +308,7 @@ class Rounds:
     def _group_finished(group: TaskGroup) -> bool:
         if isinstance(group, RoundState):
             return group.finished()
-        return group.aborted or all(t.done for t in group.tasks.values())
+        return group.aborted or not group.waits_for_a_task()
 
     def _close(self, group: TaskGroup) -> None:
         """No one waits on the group any more. Its tasks stay in the client manager's registry for late

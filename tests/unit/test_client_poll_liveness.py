@@ -47,3 +47,33 @@ def test_a_held_poll_carries_liveness_and_telemetry_until_polls_fail(tmp_path: P
             assert not env.receiver.carry_telemetry({"cpu_usage": 5.0}, time.time())
         finally:
             env.close()
+
+
+class Late(FakeCombiner):
+    """Lets polls run past their deadline (DEADLINE_EXCEEDED at the client) while `late` is set."""
+
+    late = False
+    ended_late = 0
+
+    def PollAndReportAsync(self, request: pb.ClientReport, context: grpc.ServicerContext) -> pb.CombinerDirective:  # noqa: N802
+        if self.late:
+            time.sleep((context.time_remaining() or 0.0) + 0.1)
+            self.ended_late += 1
+            return pb.CombinerDirective()
+        return super().PollAndReportAsync(request, context)
+
+
+def test_one_poll_ending_at_its_deadline_keeps_the_poll_as_heartbeat_two_in_a_row_do_not(tmp_path: Path) -> None:
+    """A busy combiner's late answer must not bring back 1000 clients' heartbeats; a silent combiner must."""
+    with running_combiner(Late()) as (fake, port):
+        env = make_env(fake, port, tmp_path, poll_timeout=1.0)
+        env.receiver.start()
+        try:
+            wait_until(lambda: env.receiver.carries_liveness(), timeout=5)
+            fake.late = True
+            wait_until(lambda: fake.ended_late == 1, timeout=5)
+            wait_until(lambda: len(fake.polls) and fake.ended_late == 1 and env.receiver.carries_liveness(), timeout=2)
+            wait_until(lambda: fake.ended_late >= 2 and not env.receiver.carries_liveness(), timeout=5)
+        finally:
+            fake.late = False
+            env.close()
