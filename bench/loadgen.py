@@ -270,6 +270,7 @@ class VirtualClient:
         self.poll_open = False  # as TaskReceiver: a poll is on its way or held
         self.last_answered = False  # the previous poll was answered
         self.deadline_ends = 0  # held polls in a row that ended at their deadline
+        self.byte_path = True  # ask for byte-path tickets (until the combiner says UNIMPLEMENTED)
         self.telemetry: tuple[float, dict[str, float]] | None = None  # the newest reading for the next poll
         self.loops: list[asyncio.Task[None]] = []
 
@@ -533,6 +534,7 @@ class VirtualClient:
         keep = self.cache.claim(model_id)
 
         async def attempt() -> tuple[str, list[bytes]]:
+            await self._offer(pb.TransferOffer(direction="download", model_id=model_id))
             call = self.models.Download(pb.ModelRequest(model_id=model_id), timeout=TRANSFER_TIMEOUT,
                                         metadata=self.md)
             digest = hashlib.sha256()
@@ -561,6 +563,24 @@ class VirtualClient:
         if keep:
             return await self.cache.decode(model_id, b"".join(pieces), hexdigest)
         return await self.cache.params(model_id, hexdigest)
+
+    async def _offer(self, offer: pb.TransferOffer) -> None:
+        """As our client (scaleout/client/byte_path.py): ask for a byte-path ticket before every transfer
+        attempt; the combiner offers none below `byte_path_min_bytes` (16 MiB) and the transfer goes over gRPC.
+        The load generator has no byte path: an offered ticket is counted and left unused (gRPC all the same),
+        so its figures for models of 16 MiB and more are not our client's."""
+        if not self.byte_path:
+            return
+        try:
+            ticket = await self.models.OpenTransfer(offer, timeout=30.0, metadata=self.md)
+            self.rec.rpc("OpenTransfer")
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            self.byte_path = False  # as our client: a combiner without the byte path is not asked again
+            return
+        if ticket.ticket:
+            self.rec.errors["OpenTransfer: ticket offered, gRPC used (no byte path in the load generator)"] += 1
 
     async def _status(self, message: str, level: int) -> None:
         try:
@@ -602,8 +622,11 @@ class VirtualClient:
 
         md = [*self.md, (MD_MODEL_ID, update_id), (MD_CHECKSUM, checksum)]
         task.step = "upload"
-        await self._retry("Upload", lambda: self.models.Upload(chunks(data), timeout=TRANSFER_TIMEOUT, metadata=md),
-                          attempts=None)
+        async def upload() -> Any:
+            await self._offer(pb.TransferOffer(direction="upload", model_id=update_id, size=len(data)))
+            return await self.models.Upload(chunks(data), timeout=TRANSFER_TIMEOUT, metadata=md)
+
+        await self._retry("Upload", upload, attempts=None)
         task.times["upload_end"] = time.time()
         task.times["bytes_up"] = len(data)
         data = b""

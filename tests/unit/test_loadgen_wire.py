@@ -57,6 +57,7 @@ class WireLog(FakeCombiner):
     deadlines: list[float] = field(default_factory=list)
     beats_at: list[float] = field(default_factory=list)
     upload_md: list[set[str]] = field(default_factory=list)
+    model_calls: list[str] = field(default_factory=list)  # ModelService calls in order
 
     def PollAndReportAsync(self, request: pb.ClientReport, context: grpc.ServicerContext) -> pb.CombinerDirective:  # noqa: N802
         arrived, remaining = time.monotonic(), context.time_remaining()
@@ -70,7 +71,17 @@ class WireLog(FakeCombiner):
         self.beats_at.append(time.monotonic())
         return super().SendHeartbeat(request, context)
 
+    def OpenTransfer(self, request: pb.TransferOffer, context: grpc.ServicerContext) -> pb.TransferTicket:  # noqa: N802
+        """As our combiner answers for a model under `byte_path_min_bytes`: no ticket, use gRPC."""
+        self.model_calls.append(f"OpenTransfer {request.direction}")
+        return pb.TransferTicket(reason="models under 16777216 bytes use Upload / Download")
+
+    def Download(self, request: pb.ModelRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        self.model_calls.append("Download")
+        return super().Download(request, context)
+
     def Upload(self, request_iterator: Any, context: grpc.ServicerContext) -> pb.ModelResponse:  # noqa: N802
+        self.model_calls.append("Upload")
         self.upload_md.append({k for k, _ in context.invocation_metadata()} & {"model-id", "checksum", *OURS})
         return super().Upload(request_iterator, context)
 
@@ -116,6 +127,7 @@ def profile(fake: WireLog) -> dict[str, Any]:
         "done_reports": {cid: (r.status, bool(r.response), r.HasField("started_at"), r.HasField("completed_at"))
                          for cid, r in sorted(done.items())},
         "downloads": fake.downloads,
+        "model_calls": fake.model_calls,
         "upload_metadata": [sorted(m) for m in fake.upload_md],
         "update": (update.correlation_id, update.model_id, update.round_id, update.session_id,
                    sorted(json.loads(update.meta)), json.loads(update.meta)["training_metadata"]),
@@ -201,4 +213,5 @@ def test_the_load_generator_behaves_on_the_wire_like_our_client(tmp_path: Path) 
     assert ours["poll_deadline_s"] == [round(POLL_TIMEOUT)] and ours["poll_interval_ms"] == [POLL_TIMEOUT * 1000]
     assert ours["heartbeats_while_a_poll_is_held"] == 0 and ours["telemetry_on_polls"]
     assert ours["telemetry_shape"] == [(("at", "values"), ("cpu_usage", "memory_usage"))]
+    assert ours["model_calls"] == ["OpenTransfer download", "Download", "OpenTransfer upload", "Upload"]
     assert Counter(ours["statuses"]) == Counter({(pb.INFO, "MODEL_UPDATE"): 1, (pb.AUDIT, "MODEL_UPDATE"): 1})
