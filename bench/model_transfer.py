@@ -15,22 +15,27 @@ each transfer; the CPU seconds each end spends on it are reported too (2 cores: 
 time means CPU-bound).
 
 Baselines measured in the same run: the same number of bytes pushed through a plain loopback TCP socket
-(download ratio `ratio_seconds_to_tcp_copy`), and that plus a write of them with an fsync (upload ratio
-`ratio_seconds_to_durable_baseline`). Every measurement is repeated --repeat times, interleaved; seconds
-and RSS are medians (RSS max also given). Writes bench/results/model_transfer.json and .png (the figures
-before the byte path: model_transfer_before.json); all temp files are deleted.
+(download ratio `ratio_seconds_to_tcp_copy`); the same copy with the receiver hashing and writing the
+bytes in a plain loop, a verified download's raw work (`ratio_seconds_to_verified_copy`); and the TCP
+copy plus a write of the bytes with an fsync (upload ratio `ratio_seconds_to_durable_baseline`). Every
+measurement is repeated --repeat times, interleaved; seconds and RSS are medians (RSS max also given).
+Writes bench/results/model_transfer.json and .png (the figures before the byte path:
+model_transfer_before.json); all temp files are deleted.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -148,6 +153,38 @@ def disk_write_fsync_seconds(path: Path, total_bytes: int) -> float:
     return seconds
 
 
+def verified_spooled_copy_seconds(source: Path, folder: Path) -> float:
+    """The raw work of a verified download done directly: the file sent with sendfile over loopback TCP,
+    the receiver hashing (SHA-256) and writing the bytes to a new file, one plain loop, no protocol."""
+    size = source.stat().st_size
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def send() -> None:
+        conn, _ = server.accept()
+        with conn, open(source, "rb") as fh:
+            conn.sendfile(fh)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    buffer = bytearray(4 * MIB)
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", server.getsockname()[1])) as sock, \
+            tempfile.TemporaryFile(dir=folder) as out, memoryview(buffer) as view:
+        received = 0
+        while received < size:
+            n = sock.recv_into(view)
+            if not n:
+                break
+            digest.update(view[:n])
+            out.write(view[:n])
+            received += n
+    seconds = time.perf_counter() - started
+    thread.join()
+    server.close()
+    return seconds
+
+
 # -- preparation --------------------------------------------------------------------------------------
 def write_seed(path: Path, size: int) -> None:
     """A float32 NPZ of `size` bytes of parameters (random: NumPy's writer stores it uncompressed)."""
@@ -233,6 +270,7 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
             download_id = models[0]["model_id"]
             rows: dict[str, list[dict[str, Any]]] = {key: [] for key in PATHS}
             tcp: list[float] = []
+            verified: list[float] = []
             disk: list[float] = []
             for i in range(repeat):  # the two paths and the baselines interleaved, so load hits them alike
                 for key, (direction, byte_path) in PATHS.items():
@@ -242,6 +280,7 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
                     for update in dep.data_dir.glob("combiner-*/updates/*.scm"):
                         update.unlink()  # keep one update on disk at a time
                 tcp.append(loopback_copy_seconds(rows["upload"][-1]["bytes"]))
+                verified.append(verified_spooled_copy_seconds(container, tmp))
                 disk.append(disk_write_fsync_seconds(tmp / "fsync.bin", rows["upload"][-1]["bytes"]))
                 print(f"repeat {i + 1}/{repeat}: " + ", ".join(f"{key} {rows[key][-1]['seconds']:.2f}s"
                                                                for key in PATHS)
@@ -254,8 +293,11 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
     tcp_seconds = statistics.median(tcp)
     durable_seconds = statistics.median(t + d for t, d in zip(tcp, disk, strict=True))
     report = {key: summarise(rows[key], tcp_seconds) for key in PATHS}
+    verified_seconds = statistics.median(verified)
     for key in ("upload", "grpc_upload"):
         report[key]["ratio_seconds_to_durable_baseline"] = round(report[key]["seconds"] / durable_seconds, 2)
+    for key in ("download", "grpc_download"):
+        report[key]["ratio_seconds_to_verified_copy"] = round(report[key]["seconds"] / verified_seconds, 2)
     return {
         "benchmark": "model_transfer",
         "model": {"float32_parameters": size // 4, "size_mib": round(size / MIB, 1),
@@ -277,6 +319,11 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
                                        "all_seconds": [round(s, 3) for s in disk]},
         "baseline_durable_upload": {"note": "TCP copy + an fsync'd write of the same bytes, per repeat",
                                     "seconds": round(durable_seconds, 3)},
+        "baseline_verified_copy": {"note": "sendfile over loopback TCP, the receiver hashing (SHA-256) and "
+                                           "writing the bytes to a file in one plain loop: a verified, spooled "
+                                           "download's raw work",
+                                   "seconds": round(verified_seconds, 3),
+                                   "all_seconds": [round(s, 3) for s in verified]},
         "seed_upload_rest": {"note": "not part of the measurement: `scaleout model set-active` of the seed (REST)",
                              "seconds": round(seed_rest_seconds, 2),
                              "controller_peak_rss_mib": rss_mib(seed_rss.peak.get("controller", 0)),
