@@ -94,7 +94,8 @@ def test_a_batch_of_a_thousand_clients_costs_a_bounded_number_of_statements(env:
         env.controller.ingest_events(combiner.combiner_id, batch(1000, 2.0))
     # per-record work would be thousands; the record inserts look up stored ids 500 at a time
     assert len(large) <= 30, large
-    assert len(large) - len(small) <= 8
+    # the combiner's own row is rewritten at most once a second, so one of the two may carry that write too
+    assert len(large) - len(small) <= 10
     assert env.store.clients.count({"status": "online"}) == 1000
     last = env.store.clients.require("client-0999")
     assert last.telemetry == {"cpu": 2.0, "mem": 2.0} and last.attributes == {"zone": "z2.0"}
