@@ -4,8 +4,7 @@ Why it exists: Python's gRPC stack moves a model as 1 MiB protobuf messages, eac
 and handed between the event loop and worker threads; a 1 GiB model took 12-14 x a plain TCP copy.
 Here the sender hands the stored file to the kernel (sendfile(2)), and the receiver writes each piece
 as it arrives while a second thread hashes it, with no message framing, event loop or protobuf copy
-in between. Both ends
-run this module's code, so its wire format has one home.
+in between. Both ends run this module's code, so its wire format has one home.
 
 A transfer starts with `ModelService.OpenTransfer`, which passes the combiner's token checks and returns
 a single-use ticket; then the client connects to the ticket's port and sends one request line:
@@ -30,9 +29,8 @@ from typing import Any
 
 PROTOCOL = "SCALEOUT-BYTES/1"
 MAX_LINE = 4096  # request, status and trailer lines are short; anything longer is not our protocol
-PIECE = 4 * 1024 * 1024  # at most this many bytes received, hashed and written at a time
+PIECE = 4 * 1024 * 1024  # at most this many bytes received, hashed or written at a time
 PIECES = 4  # buffers in the receive pipeline: 16 MiB, whatever the model size
-HASH_PIECE = 4 * 1024 * 1024  # bytes per read when hashing a file that is being sent
 
 # gRPC status names that the same failure on the gRPC path would carry; the client retries these
 RETRYABLE_CODES = frozenset({"UNAVAILABLE", "UNAUTHENTICATED", "ABORTED", "DEADLINE_EXCEEDED"})
@@ -179,7 +177,7 @@ def send_file(sock: socket.socket, file: Any, size: int, *, hash_it: bool) -> st
             offset = 0
             try:
                 while offset < size:
-                    piece = os.pread(fd, min(HASH_PIECE, size - offset), offset)
+                    piece = os.pread(fd, min(PIECE, size - offset), offset)
                     if not piece:
                         raise ProtocolError(f"file ended after {offset} of {size} bytes")
                     digest.update(piece)

@@ -300,20 +300,20 @@ class ScaleoutModel:
         spool = new_spool()
         with open(path, "rb") as fh:
             _copy(fh, spool)
-        return ScaleoutModel._from_spool(spool, None)
+        return ScaleoutModel.from_spool(spool, None)
 
     @staticmethod
     def from_bytes(data: bytes, model_id: str | None = None) -> ScaleoutModel:
         spool = new_spool()
         spool.write(data)
-        return ScaleoutModel._from_spool(spool, model_id)
+        return ScaleoutModel.from_spool(spool, model_id)
 
     @staticmethod
     def from_stream(stream: BinaryIO, model_id: str | None = None) -> ScaleoutModel:
-        """Copy the stream (from its current position) in; see `_from_spool` for container vs raw."""
+        """Copy the stream (from its current position) in; see `from_spool` for container vs raw."""
         spool = new_spool()
         _copy(stream, spool)
-        return ScaleoutModel._from_spool(spool, model_id)
+        return ScaleoutModel.from_spool(spool, model_id)
 
     @staticmethod
     def from_filechunk_stream(chunks: Iterable[Any], model_id: str | None = None) -> ScaleoutModel:
@@ -323,16 +323,12 @@ class ScaleoutModel:
             data = chunk if isinstance(chunk, bytes | bytearray | memoryview) else chunk.data
             if data:
                 spool.write(data)
-        return ScaleoutModel._from_spool(spool, model_id)
+        return ScaleoutModel.from_spool(spool, model_id)
 
     @staticmethod
-    def from_received(spool: tempfile.SpooledTemporaryFile[bytes], model_id: str | None = None) -> ScaleoutModel:
-        """Adopt a spool (from `new_spool()`) that a transfer filled; the model owns it from now on."""
-        return ScaleoutModel._from_spool(spool, model_id)
-
-    @staticmethod
-    def _from_spool(spool: tempfile.SpooledTemporaryFile[bytes], model_id: str | None) -> ScaleoutModel:
-        """Adopt received bytes: a container keeps its id and exact bytes; anything else is wrapped.
+    def from_spool(spool: tempfile.SpooledTemporaryFile[bytes], model_id: str | None = None) -> ScaleoutModel:
+        """Adopt received bytes (a spool from `new_spool()`, which the model owns from now on): a container
+        keeps its id and exact bytes; anything else is wrapped.
 
         With `model_id` given, a container holding another id raises InvalidModel("Model ID mismatch ...").
         """

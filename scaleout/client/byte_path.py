@@ -73,7 +73,7 @@ class BytePath:
                 received = bytepath.receive_to_file(sock, spool.fileno(), size)  # fileno(): a real file
                 announced = bytepath.parse_checksum(bytepath.read_line(sock))
             spool.seek(0)
-            model = ScaleoutModel.from_received(spool, model_id)
+            model = ScaleoutModel.from_spool(spool, model_id)
         except TRANSFER_ERRORS as exc:
             spool.close()
             raise _failure(f"download of model {model_id}", exc) from exc

@@ -1,7 +1,7 @@
 """The combiner's end of the byte path: a TCP (or TLS) listener beside the gRPC port for large models.
 
 Why: see scaleoututil/bytepath.py. Here the kernel copies a download from the stored file to the socket
-(sendfile) and an upload from the socket into the update file (memory-mapped windows), and no byte
+(sendfile) and an upload from the socket into the update file (hashed by a second thread), and no byte
 crosses the event loop that serves every client's polls. Each connection runs in a thread of its own;
 the event loop only issues tickets (`ModelService.OpenTransfer`, behind the same token checks as every
 RPC), so the byte path keeps every check of the gRPC path: tokens (a ticket is single-use, bound to
@@ -56,8 +56,9 @@ class BytePathServer:
     """Listens on `host:port` (0: a free port); `start()` returns the bound port, `stop()` closes it."""
 
     def __init__(self, host: str, port: int, repository_of: Callable[[], ModelRepository | None],
-                 updates_dir: Path, tls: ssl.SSLContext | None = None) -> None:
+                 updates_dir: Path, tls: ssl.SSLContext | None = None, min_bytes: int = 0) -> None:
         self.host = host
+        self.min_bytes = min_bytes  # smaller models get no ticket: they stay on gRPC
         self.requested_port = port
         self.port = 0
         self.tls = tls

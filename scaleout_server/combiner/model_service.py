@@ -35,8 +35,6 @@ from scaleoututil.protocol import CHUNK_SIZE, MD_CHECKSUM, MD_CLIENT_ID, MD_MODE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BYTE_PATH_MIN_BYTES = 16 * 1024 * 1024  # smaller models gain little from a second connection
-
 
 class ModelService(pb_grpc.ModelServiceServicer):
     """Download from the model repository, Upload into the updates folder (see module docstring)."""
@@ -49,7 +47,6 @@ class ModelService(pb_grpc.ModelServiceServicer):
         self.max_chunk_bytes = max_chunk_bytes  # settings.max_chunk_bytes (0: only gRPC's message limit)
         self.digests = ModelDigests()
         self.byte_path: BytePathServer | None = None  # set by the combiner when its byte path listens
-        self.byte_path_min_bytes = DEFAULT_BYTE_PATH_MIN_BYTES
 
     async def Download(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[pb.FileChunk]:
@@ -175,8 +172,8 @@ class ModelService(pb_grpc.ModelServiceServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"the model is over the combiner's limit of {self.max_model_bytes} bytes "
                                     f"(setting max_model_bytes): {size} bytes offered")
-            if size < self.byte_path_min_bytes:
-                return pb.TransferTicket(reason=f"models under {self.byte_path_min_bytes} bytes use Upload")
+            if size < self.byte_path.min_bytes:
+                return pb.TransferTicket(reason=f"models under {self.byte_path.min_bytes} bytes use Upload")
             return self._ticket("upload", model_id, client_id, size)
         try:
             size = await asyncio.to_thread(self.repository.size, "models", model_id)
@@ -186,8 +183,8 @@ class ModelService(pb_grpc.ModelServiceServicer):
         except (OSError, RepositoryUnavailable) as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"combiner cannot read model {model_id} now: {exc}")
             raise AssertionError("unreachable") from exc
-        if size < self.byte_path_min_bytes:
-            return pb.TransferTicket(size=size, reason=f"models under {self.byte_path_min_bytes} bytes use Download")
+        if size < self.byte_path.min_bytes:
+            return pb.TransferTicket(size=size, reason=f"models under {self.byte_path.min_bytes} bytes use Download")
         # the checksum goes after the bytes, from the one hash per stored model (model_digests.py)
         pending = self.digests.get(model_id, size, lambda: self._digest(model_id))
         digest: concurrent.futures.Future[ModelDigest] = concurrent.futures.Future()

@@ -167,11 +167,11 @@ class CombinerServer:
             log.info("byte path off (byte_port -1): every model moves over gRPC")
             return
         tls = server_tls_context(self.tls.cert_file, self.tls.key_file) if self.tls is not None else None
-        byte_path = BytePathServer(settings.host, settings.byte_port, lambda: self.repository, self.updates_dir, tls)
+        byte_path = BytePathServer(settings.host, settings.byte_port, lambda: self.repository, self.updates_dir, tls,
+                                   settings.byte_path_min_bytes)
         byte_path.start()
         self.byte_path = byte_path
         self.model_service.byte_path = byte_path
-        self.model_service.byte_path_min_bytes = settings.byte_path_min_bytes
         log.info("byte path for models of %d bytes and more on %s:%d%s", settings.byte_path_min_bytes,
                  settings.host, byte_path.port, " over TLS" if tls else "")
 

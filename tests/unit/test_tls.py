@@ -160,7 +160,7 @@ def test_large_models_move_over_the_byte_path_with_tls_as_well(server: Server, c
                             ClientIdentity(assignment.client_id, "c-bytes"))
     combiner = server.combiner.server
     assert combiner.byte_path is not None and combiner.byte_path.tls is not None
-    combiner.model_service.byte_path_min_bytes = 0
+    combiner.byte_path.min_bytes = 0
     model = ScaleoutModel.from_model_params([np.arange(300_000, dtype=np.float32)], "numpyhelper",
                                             model_id="tls-bytes")
     try:
@@ -171,7 +171,7 @@ def test_large_models_move_over_the_byte_path_with_tls_as_well(server: Server, c
         assert combiner.byte_path.served["download"] == 1
         assert connection.byte_path.usable
     finally:
-        combiner.model_service.byte_path_min_bytes = server.settings.byte_path_min_bytes
+        combiner.byte_path.min_bytes = server.settings.byte_path_min_bytes
         connection.close()
 
 
