@@ -109,10 +109,14 @@ class Deployment:
         wait_until(ready, timeout, 0.2, "server and combiner")
         return proc
 
-    def start_controller(self, timeout: float = 60) -> Proc:
-        proc = self._spawn("controller", scaleout_cmd(
+    def spawn_controller(self) -> Proc:
+        """`scaleout controller start` without waiting for it (chaos tests kill it while it starts)."""
+        return self._spawn("controller", scaleout_cmd(
             "controller", "start", "--host", "127.0.0.1", "--api-port", str(self.api_port),
             "--data-dir", str(self.data_dir)), cwd=self.root)
+
+    def start_controller(self, timeout: float = 60) -> Proc:
+        proc = self.spawn_controller()
         wait_until(lambda: self._answers("/health", proc), timeout, 0.2, "controller")
         wait_until(self._read_admin_token, 10, 0.1, "the controller's admin token file")  # always secured
         return proc
