@@ -3,8 +3,10 @@
 Each round is a small state machine (Pending -> Running -> [Validating ->] Finished, or Failed /
 Stopped) whose every step is written to the store as it happens. A round goes to every combiner
 with selected clients; a combiner lost during the round (its process, host or link gone) is marked
-offline and the round is completed from the others' results. Only when no combiner returned a model
-and one was lost is the round run once more (`MAX_ROUND_ATTEMPTS`), with the clients connected then.
+offline and the round is completed from the others' results. When no combiner returned a model and
+one was lost, the round is run again, with the clients connected then, as often as its deadline
+allows (`ROUND_DEADLINE_FACTOR`): a combiner that restarts twice in a round costs that round time,
+not the session. Every attempt and why it ended is recorded in `round_data.attempt_log`.
 The round's result (new model, updates, round and session state) is committed in one transaction.
 Nothing here polls the database for progress: the combiners' `RunRound` calls block until their
 part is done and return a typed outcome, and a stop request interrupts every wait.
@@ -40,11 +42,47 @@ CLIENT_POLL_INTERVAL = 0.5
 RUN_ROUND_MARGIN = 60.0  # the gRPC deadline of RunRound is round_timeout + this
 ABORT_GRACE = 5.0  # after a stop, how long combiners get to return their aborted outcomes
 STOPPED_BY_USER = "stopped by the user"
-MAX_ROUND_ATTEMPTS = 2  # a round that lost a combiner and got no model at all is run once more
+# A round that lost a combiner and got no model is run again until this many round_timeouts after it
+# started (the first attempt always gets a whole round_timeout; a re-run gets what is left, up to one)
+ROUND_DEADLINE_FACTOR = 2.0
+MIN_ATTEMPT_SECONDS = 3.0  # a re-run needs at least this much of the deadline left to be started
+
+# why an attempt ended (`round_data.attempt_log[].cause`)
+CAUSE_MODEL = "model"  # at least one combiner returned a model: the round goes on to commit it
+CAUSE_LOST = "lost combiner"  # no model, and a combiner's connection was lost during the attempt
+CAUSE_NO_CLIENTS = "no clients"  # too few clients connected to start the attempt
+CAUSE_NO_UPDATES = "no updates"  # the combiners answered, but no client returned an update in time
 
 
 class RoundFailed(Exception):
     """The round cannot produce a model; the message is stored on the round and the session."""
+
+
+class TooFewClients(RoundFailed):
+    """Not enough clients connected before the wait's deadline."""
+
+
+@dataclass
+class Attempt:
+    """One run of a round's training, as recorded in `round_data.attempt_log`."""
+
+    number: int
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: r.utcnow().isoformat())
+    cause: str = ""
+    detail: str = ""
+    lost_combiners: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"attempt": self.number, "started_at": self.started_at,
+                "seconds": round(time.monotonic() - self.started, 3), "cause": self.cause, "detail": self.detail,
+                "lost_combiners": self.lost_combiners}
+
+
+def describe_attempts(log: list[dict[str, Any]]) -> str:
+    """`attempt 1 (2.1 s): lost combiner: ...; attempt 2 ...`: what the failed round went through."""
+    return "; ".join(f"attempt {a['attempt']} ({a['seconds']:.1f} s): {a['cause']}"
+                     + (f": {a['detail']}" if a["detail"] else "") for a in log)
 
 
 class SessionStopped(Exception):
@@ -254,44 +292,7 @@ class SessionRunner:
         record = current.record
         config = SessionConfig.from_stored(record.round_config)
         data = record.round_data
-
-        lost: list[str] = []
-        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
-            t = time.monotonic()
-            idle = self._wait_for_clients(config.clients_required)
-            data["time_wait_clients"] = time.monotonic() - t
-
-            # never fewer than clients_required, even when requested_clients is set lower
-            wanted = max(config.requested_clients, config.clients_required)
-            chosen = self.hooks.select(record, idle) if self.hooks is not None else None
-            selected = chosen if chosen is not None else random.sample(idle, min(wanted, len(idle)))
-            data["clients_selected"] = len(selected)
-            t = time.monotonic()
-            calls = self._run_on_combiners(record, config, selected)
-            data["time_training"] = time.monotonic() - t
-            record.combiners = [self._combiner_entry(call) for call in calls]
-            partials = [reducing.PartialModel(call.combiner.name, call.outcome.model_id, call.outcome.num_examples)
-                        for call in calls if call.outcome is not None and call.outcome.model_id]
-            current.uncommitted = [p.model_id for p in partials]
-            if self.stop_event.is_set():
-                raise SessionStopped()
-            lost += [call.combiner.name for call in calls if call.lost]
-            data["attempts"] = attempt
-            if lost:
-                data["lost_combiners"] = lost
-            if partials or not any(call.lost for call in calls) or attempt == MAX_ROUND_ATTEMPTS:
-                break
-            log.warning("session %s round %d: no model and combiner(s) %s lost; running the round again with the "
-                        "clients connected now", self.session_id, record.round_number,
-                        ", ".join(c.combiner.name for c in calls if c.lost))
-        if not partials:
-            errors = [c.error for c in calls if c.error]
-            failures = training_failures(calls)
-            if failures:
-                errors.append(f"training failed on {len(failures)} client(s): " + "; ".join(failures[:5])
-                              + (" ..." if len(failures) > 5 else ""))
-            raise RoundFailed(f"no client returned a model update within round_timeout ({self.round_timeout:g}s)"
-                              + "".join(f"; {e}" for e in errors))
+        calls, partials = self._train(current, config)
 
         t = time.monotonic()
         reduced = None if self.hooks is None else self.hooks.reduce(
@@ -326,9 +327,109 @@ class SessionRunner:
         log.info("session %s round %d: finished, new global model %s", self.session_id, record.round_number,
                  reduced.model.model_id)
 
-    def _wait_for_clients(self, required: int) -> list[ActiveClient]:
-        """Idle clients across all combiners, once at least `required` of them are connected."""
-        deadline = time.monotonic() + self.round_timeout
+    def _train(self, current: RoundContext, config: SessionConfig
+               ) -> tuple[list[CombinerCall], list[reducing.PartialModel]]:
+        """Run the round's training until a combiner returns a model. An attempt that lost a combiner
+        and got no model is run again with the clients connected then, while the round's deadline
+        leaves time; anything else without a model fails the round with what happened."""
+        record = current.record
+        data = record.round_data
+        deadline = current.started + ROUND_DEADLINE_FACTOR * self.round_timeout
+        log_: list[dict[str, Any]] = []
+        lost: list[str] = []
+        while True:
+            attempt = Attempt(len(log_) + 1)
+            first = attempt.number == 1
+            t = time.monotonic()
+            try:
+                # the first attempt waits a whole round_timeout for clients (as a round always did); a
+                # re-run waits for the lost clients (or others) to come back until the round's deadline
+                idle = self._wait_for_clients(config.clients_required, None if first else deadline)
+            except TooFewClients as exc:
+                if first:
+                    raise
+                attempt.cause, attempt.detail = CAUSE_NO_CLIENTS, str(exc)
+                self._record_attempts(data, log_ + [attempt.as_dict()], lost)
+                raise RoundFailed(f"the round lost its combiner(s) and could not be run again: "
+                                  f"{describe_attempts(data['attempt_log'])}") from None
+            data["time_wait_clients"] = time.monotonic() - t
+            timeout = self.round_timeout if first else min(self.round_timeout, deadline - time.monotonic())
+
+            # never fewer than clients_required, even when requested_clients is set lower
+            wanted = max(config.requested_clients, config.clients_required)
+            chosen = self.hooks.select(record, idle) if self.hooks is not None else None
+            selected = chosen if chosen is not None else random.sample(idle, min(wanted, len(idle)))
+            data["clients_selected"] = len(selected)
+            t = time.monotonic()
+            calls = self._run_on_combiners(record, config, selected, timeout)
+            data["time_training"] = time.monotonic() - t
+            record.combiners = [self._combiner_entry(call) for call in calls]
+            partials = [reducing.PartialModel(call.combiner.name, call.outcome.model_id, call.outcome.num_examples)
+                        for call in calls if call.outcome is not None and call.outcome.model_id]
+            current.uncommitted = [p.model_id for p in partials]
+            if self.stop_event.is_set():
+                raise SessionStopped()
+            attempt.lost_combiners = [call.combiner.name for call in calls if call.lost]
+            lost += attempt.lost_combiners
+            if partials:
+                attempt.cause = CAUSE_MODEL
+                attempt.detail = (f"combiner(s) {', '.join(attempt.lost_combiners)} lost; the round goes on with "
+                                  "the others' models" if attempt.lost_combiners else "")
+            elif attempt.lost_combiners:
+                attempt.cause = CAUSE_LOST
+                attempt.detail = "; ".join(c.error or f"combiner {c.combiner.name} lost" for c in calls if c.lost)
+            else:
+                attempt.cause = CAUSE_NO_UPDATES
+                attempt.detail = self._no_updates(calls, timeout)
+            log_.append(attempt.as_dict())
+            self._record_attempts(data, log_, lost)
+            if partials:
+                return calls, partials
+            if attempt.cause == CAUSE_NO_UPDATES:
+                raise RoundFailed(attempt.detail if first else
+                                  f"no model after {len(log_)} attempts: {describe_attempts(log_)}")
+            left = deadline - time.monotonic()
+            if left < MIN_ATTEMPT_SECONDS:
+                raise RoundFailed(f"the round's deadline ({ROUND_DEADLINE_FACTOR:g} x round_timeout = "
+                                  f"{ROUND_DEADLINE_FACTOR * self.round_timeout:g}s after it started) left no "
+                                  f"time for another attempt: {describe_attempts(log_)}")
+            self._store_progress(current)
+            log.warning("session %s round %d: attempt %d got no model and lost combiner(s) %s; running the round "
+                        "again with the clients connected now (%.0f s left before its deadline)", self.session_id,
+                        record.round_number, attempt.number, ", ".join(attempt.lost_combiners), left)
+
+    @staticmethod
+    def _record_attempts(data: dict[str, Any], attempts: list[dict[str, Any]], lost: list[str]) -> None:
+        data["attempts"] = len(attempts)
+        data["attempt_log"] = list(attempts)
+        if lost:
+            data["lost_combiners"] = list(lost)
+
+    def _store_progress(self, current: RoundContext) -> None:
+        """Write the round's attempts so far (it stays Running): `round show` tells why it takes long."""
+        try:
+            stored = self.store.rounds.require(current.record.round_id)
+            stored.round_data = {**stored.round_data, **current.record.round_data}
+            stored.combiners = current.record.combiners
+            self.store.rounds.update(stored)
+        except Exception:  # progress only: the round's end writes everything again
+            log.exception("session %s round %d: could not record the attempt", self.session_id,
+                          current.record.round_number)
+
+    def _no_updates(self, calls: list[CombinerCall], timeout: float) -> str:
+        errors = [c.error for c in calls if c.error]
+        failures = training_failures(calls)
+        if failures:
+            errors.append(f"training failed on {len(failures)} client(s): " + "; ".join(failures[:5])
+                          + (" ..." if len(failures) > 5 else ""))
+        return (f"no client returned a model update within round_timeout ({timeout:g}s)"
+                + "".join(f"; {e}" for e in errors))
+
+    def _wait_for_clients(self, required: int, deadline: float | None = None) -> list[ActiveClient]:
+        """Idle clients across all combiners, once at least `required` of them are connected; waits
+        until `deadline` (monotonic), by default a round_timeout from now."""
+        limit = f"within round_timeout ({self.round_timeout:g}s)" if deadline is None else "by the round's deadline"
+        deadline = time.monotonic() + self.round_timeout if deadline is None else deadline
         idle: list[ActiveClient] = []
         combiners_seen = 0
         while True:
@@ -342,11 +443,10 @@ class SessionRunner:
             if self.stop_event.wait(CLIENT_POLL_INTERVAL):
                 raise SessionStopped()
         hint = "" if combiners_seen else "; no combiner answered"
-        raise RoundFailed(f"only {len(idle)} of the {required} required clients connected within round_timeout "
-                          f"({self.round_timeout:g}s){hint}")
+        raise TooFewClients(f"only {len(idle)} of the {required} required clients connected {limit}{hint}")
 
     def _run_on_combiners(self, record: r.RoundRecord, config: SessionConfig,
-                          selected: list[ActiveClient]) -> list[CombinerCall]:
+                          selected: list[ActiveClient], timeout: float) -> list[CombinerCall]:
         # server functions may add client settings (for all, and per client), and need each client's update
         # on its own to aggregate
         ids = [c.client_id for c in selected]
@@ -367,12 +467,12 @@ class SessionRunner:
                 session_id=self.session_id, round_id=record.round_id, model_id=record.model_id or "",
                 helper_type=config.helper_type, client_ids=[c.client_id for c in clients],
                 aggregator=aggregator, aggregator_kwargs=json.dumps(kwargs),
-                round_timeout=self.round_timeout, buffer_size=buffer_size, client_settings=json.dumps(settings),
+                round_timeout=timeout, buffer_size=buffer_size, client_settings=json.dumps(settings),
                 delete_models=config.delete_models_storage,
                 client_settings_by_client=json.dumps(by_client) if by_client else "")
             try:
                 call.future = self.registry.stub(call.combiner).RunRound.future(
-                    spec, timeout=self.round_timeout + RUN_ROUND_MARGIN)
+                    spec, timeout=timeout + RUN_ROUND_MARGIN)
             except Exception as exc:  # recorded on the round
                 call.error = self.registry.call_failed(call.combiner, "RunRound", exc)
             calls.append(call)
