@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import grpc
 
 from scaleoututil import bytepath
+from scaleoututil.checksum import DIGESTS, SHA256
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.model import ScaleoutModel, new_spool
 
@@ -61,7 +62,7 @@ class BytePath:
     # -- the two directions -------------------------------------------------------------------------
     def download(self, model_id: str) -> tuple[ScaleoutModel, str | None, str] | None:
         """(model, checksum the combiner sent or None, checksum of the bytes received), or None: use gRPC."""
-        ticket = self._ticket(pb.TransferOffer(direction="download", model_id=model_id))
+        ticket = self._ticket(pb.TransferOffer(direction="download", model_id=model_id, digests=list(DIGESTS)))
         sock = self._connect(ticket) if ticket is not None else None
         if sock is None:
             return None
@@ -70,8 +71,9 @@ class BytePath:
             with sock:
                 bytepath.send_line(sock, f"{bytepath.PROTOCOL} {ticket.ticket}")  # type: ignore[union-attr]
                 size = _parse_size(bytepath.expect(bytepath.read_line(sock), "OK"))
-                received = bytepath.receive_to_file(sock, spool.fileno(), size)  # fileno(): a real file
-                announced = bytepath.parse_checksum(bytepath.read_line(sock))
+                algorithm = ticket.digest or SHA256  # type: ignore[union-attr]
+                received = bytepath.receive_to_file(sock, spool.fileno(), size, algorithm)  # a real file
+                announced = bytepath.parse_checksum(bytepath.read_line(sock), algorithm)
             spool.seek(0)
             model = ScaleoutModel.from_spool(spool, model_id)
         except TRANSFER_ERRORS as exc:
@@ -85,18 +87,21 @@ class BytePath:
     def upload(self, model: ScaleoutModel) -> bool:
         """True once the combiner acknowledged the update (checked and durable); False: use gRPC."""
         size = model.size
-        ticket = self._ticket(pb.TransferOffer(direction="upload", model_id=str(model.model_id), size=size))
+        ticket = self._ticket(pb.TransferOffer(direction="upload", model_id=str(model.model_id), size=size,
+                                               digests=list(DIGESTS)))
         sock = self._connect(ticket) if ticket is not None else None
         if sock is None:
             return False
-        known = model.known_checksum  # else hashed while the bytes go out: no separate pass
+        algorithm = ticket.digest or SHA256  # type: ignore[union-attr]
+        # a SHA-256 computed already is reused; else hashed while the bytes go out: no separate pass
+        known = model.known_checksum if algorithm == SHA256 else None
         try:
             with sock:
                 bytepath.send_line(sock, f"{bytepath.PROTOCOL} {ticket.ticket}")  # type: ignore[union-attr]
                 bytepath.expect(bytepath.read_line(sock), "GO")
                 container = model.get_stream_unsafe()  # never modified: a re-stamp builds a new one
-                hashed = bytepath.send_file(sock, container, size, hash_it=known is None)
-                bytepath.send_line(sock, bytepath.checksum_line(known or hashed))
+                hashed = bytepath.send_file(sock, container, size, hash_it=known is None, algorithm=algorithm)
+                bytepath.send_line(sock, bytepath.checksum_line(known or hashed, algorithm))
                 bytepath.expect(bytepath.read_line(sock), "OK")
         except TRANSFER_ERRORS as exc:
             raise _failure(f"upload of model {model.model_id}", exc) from exc

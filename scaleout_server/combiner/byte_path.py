@@ -30,6 +30,7 @@ from typing import Any
 from scaleout_server.combiner.upload_checks import UploadRejected, finish_upload
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
 from scaleoututil import bytepath
+from scaleoututil.checksum import SHA256
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Ticket:
     size: int
     expires: float
     digest: concurrent.futures.Future[Any] | None = None
+    algorithm: str = SHA256  # the checksum algorithm agreed in OpenTransfer
 
 
 class BytePathServer:
@@ -104,7 +106,7 @@ class BytePathServer:
 
     # -- tickets (issued on the event loop, used by connection threads) -------------------------
     def issue(self, direction: str, model_id: str, client_id: str, size: int,
-              digest: concurrent.futures.Future[Any] | None = None) -> str:
+              digest: concurrent.futures.Future[Any] | None = None, algorithm: str = SHA256) -> str:
         token = secrets.token_urlsafe(24)
         now = time.monotonic()
         with self._lock:
@@ -113,7 +115,8 @@ class BytePathServer:
                 if oldest.expires > now and len(self._tickets) < TICKETS_KEPT:
                     break
                 self._tickets.popitem(last=False)
-            self._tickets[token] = Ticket(direction, model_id, client_id, size, now + TICKET_SECONDS, digest)
+            self._tickets[token] = Ticket(direction, model_id, client_id, size, now + TICKET_SECONDS, digest,
+                                          algorithm)
         return token
 
     def _redeem(self, token: str) -> Ticket | None:
@@ -211,7 +214,8 @@ class BytePathServer:
                                                          "being sent; download it again"))
             return
         self.served["download"] += 1
-        bytepath.send_line(sock, bytepath.checksum_line(digest.checksum if digest.container else None))
+        bytepath.send_line(sock, bytepath.checksum_line(digest.checksum if digest.container else None,
+                                                        ticket.algorithm))
         log.debug("model %s sent to %s over the byte path (%d bytes)", ticket.model_id, ticket.client_id,
                   ticket.size)
 
@@ -227,11 +231,15 @@ class BytePathServer:
         try:
             try:
                 bytepath.send_line(sock, "GO")
-                received = bytepath.receive_to_file(sock, fd, ticket.size)
+                received = bytepath.receive_to_file(sock, fd, ticket.size, ticket.algorithm)
             finally:
                 os.close(fd)
-            announced = bytepath.parse_checksum(bytepath.read_line(sock))
-            answer = self._commit(tmp, ticket, received, announced)
+            try:
+                announced = bytepath.parse_checksum(bytepath.read_line(sock), ticket.algorithm)
+            except (bytepath.ProtocolError, bytepath.TransferRefused) as exc:
+                answer = bytepath.error_line("INVALID_ARGUMENT", f"bad checksum trailer after the bytes: {exc}")
+            else:
+                answer = self._commit(tmp, ticket, received, announced)
         finally:
             tmp.unlink(missing_ok=True)  # before the answer: a refused upload leaves nothing behind
         bytepath.send_line(sock, answer)
@@ -239,7 +247,8 @@ class BytePathServer:
     def _commit(self, tmp: Path, ticket: Ticket, received: str, announced: str | None) -> str:
         """The answer line for a fully received upload, after the checks shared with the gRPC path."""
         try:
-            finish_upload(tmp, self.updates_dir, ticket.model_id, received, announced or "", ticket.size)
+            finish_upload(tmp, self.updates_dir, ticket.model_id, received, announced or "", ticket.size,
+                          ticket.algorithm)
         except UploadRejected as exc:
             log.warning("upload of %r from client %s rejected: %s", ticket.model_id, ticket.client_id, exc)
             return bytepath.error_line(exc.code.name, str(exc))

@@ -27,7 +27,7 @@ class ModelDigest:
     """What a download's trailer needs to know about one stored model."""
 
     container: bool  # a raw legacy blob gets no trailer: the client re-wraps it, so no checksum could match
-    checksum: str  # sha256 hex of the stored bytes
+    checksum: str  # hex checksum of the stored bytes (SHA-256 unless the byte path agreed on another)
     size: int  # bytes hashed
 
 
@@ -40,13 +40,15 @@ class ModelDigests:
 
     def __init__(self, max_models: int = MODELS_KEPT) -> None:
         self.max_models = max_models
-        self._entries: OrderedDict[tuple[str, int], asyncio.Future[ModelDigest]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, str], asyncio.Future[ModelDigest]] = OrderedDict()
         self.computed = 0  # how many hashes were started (tests, diagnostics)
 
-    def get(self, model_id: str, size: int, compute: Callable[[], ModelDigest]) -> asyncio.Future[ModelDigest]:
-        """The digest of the model, started with `compute()` in a worker thread unless already known or
-        under way. Await it through `asyncio.shield`: one cancelled download must not cancel it for all."""
-        key = (model_id, size)
+    def get(self, model_id: str, size: int, compute: Callable[[], ModelDigest],
+            algorithm: str = "SHA256") -> asyncio.Future[ModelDigest]:
+        """The digest of the model in `algorithm`, started with `compute()` in a worker thread unless
+        already known or under way. Await it through `asyncio.shield`: one cancelled download must not
+        cancel it for all."""
+        key = (model_id, size, algorithm)
         future = self._entries.get(key)
         if future is not None:
             self._entries.move_to_end(key)
@@ -59,11 +61,11 @@ class ModelDigests:
             self._entries.popitem(last=False)  # downloads still waiting hold their own reference
         return future
 
-    def forget(self, model_id: str, size: int) -> None:
+    def forget(self, model_id: str, size: int, algorithm: str = "SHA256") -> None:
         """Drop a digest found not to match what was read (the object changed after all)."""
-        self._entries.pop((model_id, size), None)
+        self._entries.pop((model_id, size, algorithm), None)
 
-    def _forget_failed(self, key: tuple[str, int], future: asyncio.Future[ModelDigest]) -> None:
+    def _forget_failed(self, key: tuple[str, int, str], future: asyncio.Future[ModelDigest]) -> None:
         if not future.cancelled() and future.exception() is None:
             return
         if self._entries.get(key) is future:

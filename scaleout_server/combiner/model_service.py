@@ -28,7 +28,7 @@ from scaleout_server.combiner.model_digests import ModelDigest, ModelDigests
 from scaleout_server.combiner.rounds import is_safe_id
 from scaleout_server.combiner.upload_checks import UploadRejected, finish_upload
 from scaleout_server.repository.base import BlobNotFound, ModelRepository, RepositoryError, RepositoryUnavailable
-from scaleoututil.checksum import HashingReader
+from scaleoututil.checksum import SHA256, HashingReader, choose_digest
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 from scaleoututil.protocol import CHUNK_SIZE, MD_CHECKSUM, MD_CLIENT_ID, MD_MODEL_ID
@@ -86,11 +86,11 @@ class ModelService(pb_grpc.ModelServiceServicer):
             context.set_trailing_metadata(((MD_CHECKSUM, digest.checksum),))
         log.debug("model %s sent to %s (%d bytes)", model_id, metadata_of(context).get(MD_CLIENT_ID, "?"), sent)
 
-    def _digest(self, model_id: str) -> ModelDigest:
-        """Read the stored model once: container or raw blob, sha256 and size (worker thread)."""
+    def _digest(self, model_id: str, algorithm: str = SHA256) -> ModelDigest:
+        """Read the stored model once: container or raw blob, checksum and size (worker thread)."""
         with self.repository.open("models", model_id) as stream:
             container = _is_container(stream)
-            reader = HashingReader(stream)
+            reader = HashingReader(stream, algorithm)
             while reader.read(CHUNK_SIZE):
                 pass
         return ModelDigest(container=container, checksum=reader.hexdigest(), size=reader.size)
@@ -164,6 +164,7 @@ class ModelService(pb_grpc.ModelServiceServicer):
         if self.byte_path is None:
             return pb.TransferTicket(reason="the byte path is off on this combiner")
         client_id = metadata_of(context).get(MD_CLIENT_ID, "?")
+        algorithm = choose_digest(request.digests)
         if direction == "upload":
             size = request.size
             if size < 0:
@@ -174,7 +175,7 @@ class ModelService(pb_grpc.ModelServiceServicer):
                                     f"(setting max_model_bytes): {size} bytes offered")
             if size < self.byte_path.min_bytes:
                 return pb.TransferTicket(reason=f"models under {self.byte_path.min_bytes} bytes use Upload")
-            return self._ticket("upload", model_id, client_id, size)
+            return self._ticket("upload", model_id, client_id, size, algorithm)
         try:
             size = await asyncio.to_thread(self.repository.size, "models", model_id)
         except BlobNotFound:
@@ -186,17 +187,17 @@ class ModelService(pb_grpc.ModelServiceServicer):
         if size < self.byte_path.min_bytes:
             return pb.TransferTicket(size=size, reason=f"models under {self.byte_path.min_bytes} bytes use Download")
         # the checksum goes after the bytes, from the one hash per stored model (model_digests.py)
-        pending = self.digests.get(model_id, size, lambda: self._digest(model_id))
+        pending = self.digests.get(model_id, size, lambda: self._digest(model_id, algorithm), algorithm)
         digest: concurrent.futures.Future[ModelDigest] = concurrent.futures.Future()
         pending.add_done_callback(lambda done: _settle(digest, done))
-        return self._ticket("download", model_id, client_id, size, digest)
+        return self._ticket("download", model_id, client_id, size, algorithm, digest)
 
-    def _ticket(self, direction: str, model_id: str, client_id: str, size: int,
+    def _ticket(self, direction: str, model_id: str, client_id: str, size: int, algorithm: str,
                 digest: concurrent.futures.Future[ModelDigest] | None = None) -> pb.TransferTicket:
         assert self.byte_path is not None
-        ticket = self.byte_path.issue(direction, model_id, client_id, size, digest)
+        ticket = self.byte_path.issue(direction, model_id, client_id, size, digest, algorithm)
         return pb.TransferTicket(ticket=ticket, port=self.byte_path.port, tls=self.byte_path.tls is not None,
-                                 size=size)
+                                 size=size, digest=algorithm)
 
 
 def _settle(target: concurrent.futures.Future[ModelDigest], done: asyncio.Future[ModelDigest]) -> None:

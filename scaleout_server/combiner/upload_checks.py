@@ -24,12 +24,13 @@ class UploadRejected(Exception):
         self.code = code
 
 
-def finish_upload(tmp: Path, updates_dir: Path, model_id: str, received: str, announced: str, size: int) -> None:
+def finish_upload(tmp: Path, updates_dir: Path, model_id: str, received: str, announced: str, size: int,
+                  algorithm: str = "SHA256") -> None:
     """Check a fully received upload in `tmp` and commit it as `<model_id>.scm` (blocking: run in a thread).
     Raises UploadRejected for bytes that can never become an update, OSError when storing fails."""
     if received != announced.lower():
         raise UploadRejected(grpc.StatusCode.DATA_LOSS,
-                             f"checksum mismatch: received {size} bytes with sha256 {received}, "
+                             f"checksum mismatch: received {size} bytes with {algorithm.lower()} {received}, "
                              f"metadata says {announced}")
     check_container(tmp, model_id)
     commit_file(tmp, update_file(updates_dir, model_id))

@@ -356,28 +356,32 @@ class ModelResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[ModelStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TransferOffer(_message.Message):
-    __slots__ = ("direction", "model_id", "size")
+    __slots__ = ("direction", "model_id", "size", "digests")
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
     direction: str
     model_id: str
     size: int
-    def __init__(self, direction: _Optional[str] = ..., model_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, direction: _Optional[str] = ..., model_id: _Optional[str] = ..., size: _Optional[int] = ..., digests: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TransferTicket(_message.Message):
-    __slots__ = ("ticket", "port", "tls", "size", "reason")
+    __slots__ = ("ticket", "port", "tls", "size", "reason", "digest")
     TICKET_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     ticket: str
     port: int
     tls: bool
     size: int
     reason: str
-    def __init__(self, ticket: _Optional[str] = ..., port: _Optional[int] = ..., tls: _Optional[bool] = ..., size: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    digest: str
+    def __init__(self, ticket: _Optional[str] = ..., port: _Optional[int] = ..., tls: _Optional[bool] = ..., size: _Optional[int] = ..., reason: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class RoundSpec(_message.Message):
     __slots__ = ("session_id", "round_id", "model_id", "helper_type", "client_ids", "aggregator", "aggregator_kwargs", "round_timeout", "buffer_size", "client_settings", "delete_models", "client_settings_by_client")

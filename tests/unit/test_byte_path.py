@@ -54,9 +54,12 @@ def served(harness: Harness) -> dict[str, int]:
     return dict(harness.combiner.server.byte_path.served)
 
 
-def ticket(harness: Harness, direction: str, model_id: str, size: int = 0) -> pb.TransferTicket:
+def ticket(harness: Harness, direction: str, model_id: str, size: int = 0,
+           digests: tuple[str, ...] = ()) -> pb.TransferTicket:
+    """A ticket as a peer offering `digests` asks for it (none: an older peer, which gets SHA-256)."""
     stub = pb_grpc.ModelServiceStub(harness.channel)
-    return stub.OpenTransfer(pb.TransferOffer(direction=direction, model_id=model_id, size=size),
+    return stub.OpenTransfer(pb.TransferOffer(direction=direction, model_id=model_id, size=size,
+                                              digests=list(digests)),
                              metadata=(("client-id", "raw"),), timeout=5)
 
 
@@ -253,8 +256,8 @@ def test_an_upload_cut_half_way_leaves_nothing_and_the_retry_is_kept(harness: Ha
 
 
 # ---- bad input -----------------------------------------------------------------------------------------
-def upload_raw(harness: Harness, model_id: str, body: bytes, trailer: str) -> str:
-    offer = ticket(harness, "upload", model_id, len(body))
+def upload_raw(harness: Harness, model_id: str, body: bytes, trailer: str, digests: tuple[str, ...] = ()) -> str:
+    offer = ticket(harness, "upload", model_id, len(body), digests)
     with raw_socket(offer.port) as sock:
         bytepath.send_line(sock, f"{bytepath.PROTOCOL} {offer.ticket}")
         assert bytepath.read_line(sock) == "GO"
@@ -290,6 +293,40 @@ def test_an_upload_over_the_size_limit_is_refused_before_a_byte_is_sent(harness:
     with pytest.raises(CombinerError, match="max_model_bytes"):
         connection.upload_model(model)
     assert served(harness) == {"download": 0, "upload": 0}
+
+
+def test_the_checksum_algorithm_is_the_first_the_client_offers_that_the_combiner_has(harness: Harness) -> None:
+    """BLAKE3 when both ends have it (our client offers it first), SHA-256 for peers that offer nothing
+    or nothing the combiner knows; the trailer names the agreed algorithm and carries its digest."""
+    import blake3
+
+    with harness.repository.open("models", SEED_ID) as fh:
+        stored = fh.read()
+    cases = (((), "SHA256", hashlib.sha256(stored).hexdigest()),
+             (("MD5", "sha256"), "SHA256", hashlib.sha256(stored).hexdigest()),
+             (("BLAKE3", "SHA256"), "BLAKE3", blake3.blake3(stored).hexdigest()))
+    for offered, agreed, expected in cases:
+        offer = ticket(harness, "download", SEED_ID, digests=offered)
+        assert (offer.digest or "SHA256") == agreed
+        with raw_socket(offer.port) as sock:
+            bytepath.send_line(sock, f"{bytepath.PROTOCOL} {offer.ticket}")
+            size = int(bytepath.expect(bytepath.read_line(sock), "OK"))
+            body = b""
+            while len(body) < size:
+                body += sock.recv(size - len(body))
+            assert body == stored
+            trailer = bytepath.read_line(sock)
+            assert trailer.split()[0] == agreed and bytepath.parse_checksum(trailer, agreed) == expected
+    model = big_model(mib=1)
+    body = model.get_stream().read()
+    answer = upload_raw(harness, model.model_id, body, "BLAKE3 " + blake3.blake3(body[:-1]).hexdigest(),
+                        ("BLAKE3",))
+    assert answer.startswith("ERR DATA_LOSS checksum mismatch") and "blake3" in answer
+    answer = upload_raw(harness, model.model_id, body, f"SHA256 {model.checksum}", ("BLAKE3",))
+    assert answer.startswith("ERR ") and "expected 'BLAKE3'" in answer  # the trailer must use the agreed one
+    assert list(updates_dir_for(harness.combiner.settings).iterdir()) == []
+    assert upload_raw(harness, model.model_id, body, "BLAKE3 " + blake3.blake3(body).hexdigest(),
+                      ("BLAKE3",)).startswith("OK")
 
 
 def test_tickets_are_single_use_and_unknown_ones_are_refused(harness: Harness) -> None:
