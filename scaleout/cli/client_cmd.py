@@ -162,8 +162,10 @@ def client_start(api_url: str | None, api_port: int | None, token: str | None, n
     )
     try:
         code = run_client(config, echo=click.echo)
-    except RegistrationError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except RegistrationError as exc:  # an answer that can never succeed: its own exit code (README, CLI reference)
+        error = click.ClickException(str(exc))
+        error.exit_code = exc.exit_code
+        raise error from exc
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,9 @@ from typing import Any, Protocol
 import grpc
 
 from scaleout.client.byte_path import BytePath, ByteTransferFailed
+from scaleout.client.retry import Backoff as Backoff
+from scaleout.client.retry import Interrupted as Interrupted
+from scaleout.client.retry import TransientError, until_answered
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
 from scaleoututil.model import ScaleoutModel
@@ -42,8 +44,6 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 DEFAULT_CALL_TIMEOUT = 30.0
-BACKOFF_START = 0.5
-BACKOFF_CAP = 30.0
 OLD_CHANNEL_GRACE = 30.0  # replaced channels close later, so calls in flight on them can finish
 MAX_CHECKSUM_MISMATCHES = 3
 
@@ -55,10 +55,6 @@ class Credentials(Protocol):
 
     def refresh(self) -> None:
         """Obtain a new access token now; raises when the server refuses."""
-
-
-class Interrupted(Exception):
-    """A retried call gave up because its stop event was set (task aborted or client stopping)."""
 
 
 class CombinerError(Exception):
@@ -82,23 +78,6 @@ class GrpcTarget:
 class ClientIdentity:
     client_id: str
     name: str
-
-
-class Backoff:
-    """Exponential back-off with jitter: 0.5 s doubling up to a 30 s cap; `reset()` after a success."""
-
-    def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> None:
-        self._start = start
-        self._cap = cap
-        self._next = start
-
-    def next_delay(self) -> float:
-        delay = self._next * random.uniform(0.8, 1.2)
-        self._next = min(self._next * 2, self._cap)
-        return min(delay, self._cap)
-
-    def reset(self) -> None:
-        self._next = self._start
 
 
 # How a failed call is handled.
@@ -279,25 +258,29 @@ class Connection:
         return method(request, timeout=timeout, metadata=self.metadata())
 
     def call(self, rpc: str, request: Any, *, stop: threading.Event | None = None,
-             timeout: float | None = DEFAULT_CALL_TIMEOUT, max_attempts: int | None = None) -> Any:
+             timeout: float | None = DEFAULT_CALL_TIMEOUT, max_attempts: int | None = None,
+             on_unreachable: Callable[[], Any] | None = None) -> Any:
         """A CombinerClient unary RPC, retried on connection loss (see `retry`)."""
-        return self.retry(lambda: self.unary(rpc, request, timeout), what=rpc, stop=stop, max_attempts=max_attempts)
+        return self.retry(lambda: self.unary(rpc, request, timeout), what=rpc, stop=stop, max_attempts=max_attempts,
+                          on_unreachable=on_unreachable)
 
     def retry(self, attempt: Callable[[], Any], *, what: str, stop: threading.Event | None = None,
-              max_attempts: int | None = None, checksum_errors: bool = False) -> Any:
-        """Run `attempt` until it succeeds.
+              max_attempts: int | None = None, checksum_errors: bool = False,
+              on_unreachable: Callable[[], Any] | None = None) -> Any:
+        """Run `attempt` until it succeeds (retry.until_answered: back-off with jitter, one log line per group
+        of failed attempts).
 
-        UNAVAILABLE rebuilds the channel; transient codes back off (0.5 s doubling to 30 s);
-        UNAUTHENTICATED refreshes the token once. Raises CombinerError for anything retrying
-        cannot fix or once `max_attempts` is used up, Interrupted when `stop` is set.
+        UNAVAILABLE rebuilds the channel (and calls `on_unreachable`, e.g. Failover.failed, which may move
+        the connection to another combiner); transient codes back off (0.5 s doubling to 30 s);
+        UNAUTHENTICATED refreshes the token once. Raises CombinerError for anything retrying cannot fix or
+        once `max_attempts` is used up, Interrupted when `stop` is set.
         """
-        backoff = Backoff()
         attempts = 0
         reauthed = False
         mismatches = 0
-        while True:
-            if stop is not None and stop.is_set():
-                raise Interrupted(what)
+
+        def once() -> Any:
+            nonlocal attempts, reauthed, mismatches
             attempts += 1
             generation = self._generation
             try:
@@ -320,28 +303,28 @@ class Connection:
                         raise CombinerError(
                             f"{what}: the combiner requires authentication ({reason}); "
                             "start the client with --token") from exc
-                    if reauthed:
-                        action = RETRY
-                    else:
+                    if not reauthed:
                         reauthed = True
-                        self.credentials.refresh()  # raises when the server refuses the refresh token
-                        continue
+                        try:
+                            self.credentials.refresh()  # a refused refresh token raises (TokenRefused)
+                        except TransientError as refresh_error:  # controller unreachable: try again later
+                            reason = f"{reason}; token refresh failed: {refresh_error}"
+                        else:
+                            attempts -= 1  # a fresh token makes the next attempt a new one
+                            raise TransientError(reason, retry_after=0.0) from exc
+                    action = RETRY
                 if action == FATAL:
                     raise CombinerError(f"{what} failed: {reason}") from exc
             if max_attempts is not None and attempts >= max_attempts:
                 raise CombinerError(f"{what} failed after {attempts} attempts: {reason}")
-            delay = backoff.next_delay()
             if action == RECONNECT:
-                logger.warning("combiner %s unreachable (%s: %s), retrying in %.1fs",
-                               self.target.address, what, reason, delay)
+                reason = f"combiner {self.target.address} unreachable ({reason})"
                 self.reconnect(generation)
-            else:
-                logger.warning("%s failed (%s), retrying in %.1fs", what, reason, delay)
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Interrupted(what)
-            else:
-                time.sleep(delay)
+                if on_unreachable is not None:
+                    on_unreachable()
+            raise TransientError(reason)
+
+        return until_answered(once, what=what, stop=stop, log=logger)
 
     # -- models -------------------------------------------------------------------------------
     def download_model(self, model_id: str, stop: threading.Event | None = None) -> ScaleoutModel:

@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from scaleout.client.connection import Backoff
+from scaleout.client.retry import Backoff, Interrupted, TransientError, until_answered
 from scaleout.project.package import ARCHIVE_SUFFIXES
 from scaleoututil.api.client import LOCAL_HOSTS
 from scaleoututil.api.upload import error_message as _message
@@ -34,24 +35,64 @@ REFRESH_MARGIN = 30.0  # refresh the access token when fewer seconds than this r
 REFRESH_COOLDOWN = 10.0  # after a failed refresh, keep the old token this long before trying again
 DEFAULT_TOKEN_LIFETIME = 3600.0
 PACKAGE_MISSING_INTERVAL = 3.0
-UNREACHABLE_WINDOW = 60.0
+REGISTRATION_BACKOFF_CAP = 15.0  # a restarted controller is found within this long
 WIRE_CLIENT_VERSION = "1.1.0"  # the client protocol we speak; servers check compatibility against it
 PACKAGES_DIR = Path(".scaleout") / "packages"
 ARCHIVE_DIR = Path(".scaleout") / "package_archive"
 KEEP_PACKAGES = 3  # unpacked packages a client keeps (prune_packages)
 
 
+# Exit codes of `scaleout client start` for answers that can never succeed (README, CLI reference). Anything
+# that may succeed later (no answer, 429, 5xx, no compute package yet) is retried until it does.
+EXIT_STARTUP_FAILED = 1  # another start-up failure: the message says what to fix (project, local settings)
+EXIT_TOKEN_REFUSED = 3  # the server refused the --token (revoked, expired, malformed) or requires one
+EXIT_REGISTRATION_REFUSED = 4  # the controller refused this client (a 4xx other than 401/429, wrong URL)
+EXIT_PACKAGE_REJECTED = 5  # the compute package failed its checks (signature, checksum, size, archive)
+EXIT_COMBINER_REFUSED = 6  # the combiner refused this client (protocol version, TLS trust, authentication)
+EXIT_UNTRUSTED_SERVER = 7  # the controller's HTTPS certificate is not trusted (pass --ca-file): client/tls.py
+
+
 class RegistrationError(Exception):
-    """Start-up cannot continue; the message tells the user what to fix."""
+    """Start-up cannot continue; the message tells the user what to fix, `exit_code` what `client start`
+    exits with."""
+
+    exit_code = EXIT_STARTUP_FAILED
+
+
+class ServerUnavailable(RegistrationError, TransientError):
+    """The server did not answer, or answered "not now" (429, 5xx, no package yet): trying again may help,
+    so start-up retries it (retry.until_answered) instead of stopping."""
 
 
 class TokenRefused(RegistrationError):
     """The server refused the refresh token itself (401 or another 4xx but 429): retrying cannot help, so a
     running client stops instead of polling with a dead credential forever."""
 
+    exit_code = EXIT_TOKEN_REFUSED
 
-class StartupInterrupted(RegistrationError):
+
+class RegistrationRefused(RegistrationError):
+    """The controller refused this client for good (a 4xx answer to registration or the package download)."""
+
+    exit_code = EXIT_REGISTRATION_REFUSED
+
+
+class PackageRejected(RegistrationError):
+    """The compute package the server sent fails this client's checks; it is not run."""
+
+    exit_code = EXIT_PACKAGE_REJECTED
+
+
+class CombinerRefused(RegistrationError):
+    """The combiner refused this client (incompatible protocol, untrusted TLS certificate, no token)."""
+
+    exit_code = EXIT_COMBINER_REFUSED
+
+
+class StartupInterrupted(RegistrationError, Interrupted):
     """The user stopped the client (Ctrl-C / SIGTERM) while it was still starting."""
+
+    exit_code = 0
 
 
 def api_base_url(url: str, port: int | str | None = None) -> str:
@@ -125,9 +166,7 @@ class TokenManager:
                 return self._access  # last refresh failed recently; the old token still works
             try:
                 self._refresh_locked()
-            except TokenRefused:
-                raise
-            except RegistrationError:  # transient (network, 429, 5xx): the current token may still serve
+            except ServerUnavailable:  # transient (network, 429, 5xx): the current token may still serve
                 if self._access is not None and time.time() < self._expires_at:
                     self._next_attempt = time.time() + REFRESH_COOLDOWN
                     logger.warning("could not refresh the access token; using the current one until it expires")
@@ -171,12 +210,14 @@ class TokenManager:
         try:
             response = self._session.post(url, timeout=self._timeout, **kwargs)
         except requests.RequestException as exc:
-            raise RegistrationError(f"could not reach {url} to {action}: {exc}") from exc
+            raise ServerUnavailable(f"could not reach {url} to {action} ({_reason(exc)})") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise ServerUnavailable(f"{url} answered {response.status_code} ({_message(response)})",
+                                    retry_after=_retry_after(response))
         if not 200 <= response.status_code < 300:
-            permanent = 400 <= response.status_code < 500 and response.status_code != 429
-            raise (TokenRefused if permanent else RegistrationError)(
-                f"the server refused the {token_kind} ({response.status_code} from {url}: {_message(response)}); "
-                "check --token")
+            raise TokenRefused(f"the server refused the {token_kind} ({response.status_code} from {url}: "
+                               f"{_message(response)}); check --token (a revoked or expired token needs a new one: "
+                               "scaleout token create --role client)")
         return response
 
     def _enroll_locked(self, url: str) -> None:
@@ -211,67 +252,68 @@ def _headers(token: TokenManager | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.access_token()}"} if token is not None else {}
 
 
-def _sleep(stop: threading.Event | None, seconds: float) -> None:
-    if stop is None:
-        time.sleep(seconds)
-    elif stop.wait(seconds):
-        raise StartupInterrupted("stopped while starting")
+def _reason(exc: requests.RequestException) -> str:
+    """`connection refused` rather than urllib3's multi-line repr."""
+    text = str(exc)
+    for short in ("Connection refused", "Name or service not known", "timed out", "Connection reset",
+                  "Remote end closed connection", "No route to host", "certificate verify failed"):
+        if short.lower() in text.lower():
+            return f"{type(exc).__name__}: {short.lower()}"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The server's Retry-After in seconds (capped at a minute), when it sent one."""
+    try:
+        value = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(max(value, 0.0), 60.0)
 
 
 def register_client(api_url: str, body: dict[str, Any], *, token: TokenManager | None = None,
-                    stop: threading.Event | None = None, unreachable_window: float = UNREACHABLE_WINDOW,
+                    stop: threading.Event | None = None, give_up: Callable[[], bool] | None = None,
                     package_missing_interval: float = PACKAGE_MISSING_INTERVAL,
                     session: requests.Session | None = None) -> Assignment:
     """POST {api}/api/v1/clients/add until the controller assigns a combiner.
 
-    200 -> Assignment; 203 (no compute package yet) -> wait and retry; other 4xx -> RegistrationError
-    with the server's message; 429/5xx/unreachable -> retry with back-off for `unreachable_window` s.
+    200 -> Assignment; 203 (no compute package yet) -> ask again every `package_missing_interval` s;
+    429/5xx/unreachable (and a token exchange that fails for one of these reasons) -> back off and try
+    again, without a time limit, until the controller answers, `stop` is set (StartupInterrupted) or
+    `give_up()` turns true (the last ServerUnavailable); 401 -> TokenRefused; other 4xx ->
+    RegistrationRefused, with the server's message.
     """
-    url = f"{api_url}/api/v1/clients/add"
     session = session or requests.Session()
-    backoff = Backoff(start=1.0, cap=8.0)
-    first_failure: float | None = None
-    told_missing = False
-    while True:
-        if stop is not None and stop.is_set():
-            raise StartupInterrupted("stopped while registering")
-        problem: str
-        try:
-            response = session.post(url, json=body, headers=_headers(token), timeout=REST_TIMEOUT)
-        except requests.RequestException as exc:
-            problem = f"controller at {api_url} not reachable ({type(exc).__name__})"
-        else:
-            status = response.status_code
-            if status == 200:
-                return _assignment(url, response)
-            if status == 203:
-                if not told_missing:
-                    logger.warning("the controller cannot assign a combiner yet: %s (retrying every %.0fs)",
-                                   _message(response), package_missing_interval)
-                    told_missing = True
-                first_failure = None
-                _sleep(stop, package_missing_interval)
-                continue
-            if status == 401:
-                raise RegistrationError(f"the controller refused the client (401: {_message(response)}): "
-                                        "pass a valid --token")
-            if status == 404:
-                raise RegistrationError(f"{url} does not exist (404: {_message(response)}): "
-                                        "is --api-url the controller's address?")
-            if status == 429 or status >= 500:
-                problem = f"controller at {api_url} answered {status} ({_message(response)})"
-            elif 400 <= status < 500:
-                raise RegistrationError(f"the controller refused the registration ({status}): {_message(response)}")
-            else:
-                raise RegistrationError(f"unexpected HTTP {status} from {url}: {_message(response)}")
-        now = time.monotonic()
-        first_failure = first_failure or now
-        if now - first_failure >= unreachable_window:
-            raise RegistrationError(f"{problem}; gave up after {unreachable_window:.0f}s. "
-                                    "Check --api-url and that the controller is running.")
-        delay = backoff.next_delay()
-        logger.warning("%s, retrying in %.1fs...", problem, delay)
-        _sleep(stop, delay)
+    return until_answered(lambda: _register_once(api_url, body, token, session, package_missing_interval),
+                          what=f"registration with the controller at {api_url}", stop=stop, give_up=give_up,
+                          backoff=Backoff(start=1.0, cap=REGISTRATION_BACKOFF_CAP), interrupted=StartupInterrupted,
+                          log=logger)
+
+
+def _register_once(api_url: str, body: dict[str, Any], token: TokenManager | None, session: requests.Session,
+                   package_missing_interval: float) -> Assignment:
+    url = f"{api_url}/api/v1/clients/add"
+    try:
+        response = session.post(url, json=body, headers=_headers(token), timeout=REST_TIMEOUT)
+    except requests.RequestException as exc:
+        raise ServerUnavailable(f"controller at {api_url} not reachable ({_reason(exc)})") from exc
+    status = response.status_code
+    if status == 200:
+        return _assignment(url, response)
+    if status == 203:
+        raise ServerUnavailable(f"the controller cannot assign a combiner yet: {_message(response)}",
+                                retry_after=package_missing_interval)
+    if status == 401:
+        raise TokenRefused(f"the controller refused the client (401: {_message(response)}): pass a valid --token")
+    if status == 404:
+        raise RegistrationRefused(f"{url} does not exist (404: {_message(response)}): "
+                                  "is --api-url the controller's address?")
+    if status == 429 or status >= 500:
+        raise ServerUnavailable(f"controller at {api_url} answered {status} ({_message(response)})",
+                                retry_after=_retry_after(response))
+    if 400 <= status < 500:
+        raise RegistrationRefused(f"the controller refused the registration ({status}): {_message(response)}")
+    raise RegistrationRefused(f"unexpected HTTP {status} from {url}: {_message(response)}")
 
 
 def _assignment(url: str, response: requests.Response) -> Assignment:
@@ -308,7 +350,10 @@ def _request_package_info(session: requests.Session, api_url: str, name: str | N
     try:
         response = session.get(url, params={"name": name} if name else None, headers=headers, timeout=REST_TIMEOUT)
     except requests.RequestException as exc:
-        raise RegistrationError(f"cannot ask {url} for the current package: {exc}") from exc
+        raise ServerUnavailable(f"cannot ask {url} for the current package ({_reason(exc)})") from exc
+    if response.status_code == 429 or response.status_code >= 500:
+        raise ServerUnavailable(f"{url} answered {response.status_code} ({_message(response)})",
+                                retry_after=_retry_after(response))
     if response.status_code != 200:
         raise RegistrationError(f"{url} answered {response.status_code}: {_message(response)}")
     try:
@@ -323,10 +368,13 @@ def _request_package_info(session: requests.Session, api_url: str, name: str | N
 
 def _get_package_info(session: requests.Session, api_url: str, name: str | None, token: TokenManager | None
                       ) -> dict[str, Any]:
-    """Like _request_package_info, but {} when the server cannot say (fetch_package decides what that means)."""
+    """Like _request_package_info, but {} when the server answers that it cannot say (fetch_package decides what
+    that means); ServerUnavailable when it does not answer (start-up tries again)."""
     headers = _headers(token)  # outside the try: a token failure propagates, it is not the server's answer
     try:
         return _request_package_info(session, api_url, name, headers)
+    except ServerUnavailable:
+        raise
     except RegistrationError as exc:
         logger.debug("checksum request (name=%s) failed: %s", name, exc)
         return {}
@@ -343,18 +391,18 @@ def verify_package_signature(public_key: str, checksum: str, signature: Any, lab
     from scaleoututil.signing import SignatureMismatch, SigningError, load_public_key, verify_checksum
 
     if not isinstance(signature, str) or not signature.strip():
-        raise RegistrationError(
+        raise PackageRejected(
             f"compute package {label} (sha256 {checksum[:12]}) is not signed, and this client only runs packages "
             f"signed for the public key {public_key} (--package-public-key). Sign it with `scaleout package sign "
             "--key KEY FILE` (or `scaleout package create --sign-key KEY`) and upload it again. Refusing to run it.")
     try:
         verify_checksum(checksum, signature, load_public_key(public_key))
     except SignatureMismatch as exc:
-        raise RegistrationError(
+        raise PackageRejected(
             f"compute package {label} (sha256 {checksum[:12]}) fails signature verification with the public key "
             f"{public_key}: {exc}. Refusing to run it.") from exc
     except SigningError as exc:
-        raise RegistrationError(f"cannot verify compute package {label}: {exc}. Refusing to run it.") from exc
+        raise PackageRejected(f"cannot verify compute package {label}: {exc}. Refusing to run it.") from exc
     logger.info("compute package %s: signature verified with %s", label, public_key)
 
 
@@ -364,7 +412,7 @@ def _project_root(folder: Path) -> Path:
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
         if (child / "scaleout.yaml").is_file():
             return child
-    raise RegistrationError(f"the package unpacked into {folder} holds no scaleout.yaml")
+    raise PackageRejected(f"the package unpacked into {folder} holds no scaleout.yaml")
 
 
 @dataclass
@@ -419,16 +467,23 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
     logger.info("downloading compute package%s from %s", f" {name}" if name else "", api_url)
     try:
         with session.get(url, params=params, headers=_headers(token), stream=True, timeout=REST_TIMEOUT) as response:
-            if response.status_code == 404:
-                raise RegistrationError(f"the server has no compute package{f' named {name}' if name else ''} "
+            if response.status_code == 404:  # may be uploaded later: start-up waits for it
+                raise ServerUnavailable(f"the server has no compute package{f' named {name}' if name else ''} "
                                         f"({_message(response)}): upload one with 'scaleout package set-active', "
-                                        "or start the client with --local-package")
+                                        "or start the client with --local-package",
+                                        retry_after=PACKAGE_MISSING_INTERVAL)
+            if response.status_code == 429 or response.status_code >= 500:
+                raise ServerUnavailable(f"package download from {url} answered {response.status_code} "
+                                        f"({_message(response)})", retry_after=_retry_after(response))
+            if response.status_code == 401:
+                raise TokenRefused(f"package download refused (401 from {url}): {_message(response)}; "
+                                   "check --token")
             if response.status_code != 200:
-                raise RegistrationError(f"package download failed ({response.status_code} from {url}): "
-                                        f"{_message(response)}")
+                raise RegistrationRefused(f"package download failed ({response.status_code} from {url}): "
+                                          f"{_message(response)}")
             filename = _filename(response) or "package.tgz"
             if not filename.endswith(ARCHIVE_SUFFIXES):
-                raise RegistrationError(f"the server sent package '{filename}', which is not a .tgz/.tar.gz/.tar.bz2")
+                raise PackageRejected(f"the server sent package '{filename}', which is not a .tgz/.tar.gz/.tar.bz2")
             _check_download_size(response.headers.get("Content-Length"), limit, filename)
             archive = archive_dir / filename
             partial = archive.with_name(f"{filename}.{uuid.uuid4().hex}.partial")
@@ -445,7 +500,7 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
             finally:
                 partial.unlink(missing_ok=True)  # a broken download must not pile up in the archive folder
     except requests.RequestException as exc:
-        raise RegistrationError(f"package download from {url} failed: {exc}") from exc
+        raise ServerUnavailable(f"package download from {url} failed ({_reason(exc)})") from exc
     actual = digest.hexdigest()
 
     by_file = _get_package_info(session, api_url, filename, token)
@@ -453,11 +508,11 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
     signature = by_file.get("signature") if _checksum_of(by_file) else info.get("signature")
     if not expected:
         archive.unlink(missing_ok=True)
-        raise RegistrationError(f"the server gave no checksum for package {filename} "
+        raise PackageRejected(f"the server gave no checksum for package {filename} "
                                 f"(GET {api_url}/api/v1/packages/checksum), so it cannot be verified")
     if expected != actual:
         archive.unlink(missing_ok=True)
-        raise RegistrationError(f"package {filename} is corrupt or was tampered with: its sha256 is {actual}, "
+        raise PackageRejected(f"package {filename} is corrupt or was tampered with: its sha256 is {actual}, "
                                 f"the server says {expected}. Refusing to run it.")
     if public_key:
         try:
@@ -473,7 +528,7 @@ def fetch_package(api_url: str, workdir: Path, *, name: str | None = None, token
         except ProjectError as exc:
             if not target.is_dir():  # else another client sharing this folder unpacked it first
                 archive.unlink(missing_ok=True)
-                raise RegistrationError(f"refusing compute package {filename} (sha256 {actual[:12]}): {exc}") from exc
+                raise PackageRejected(f"refusing compute package {filename} (sha256 {actual[:12]}): {exc}") from exc
     logger.info("compute package %s (%s) unpacked into %s", filename, actual[:12], target)
     _mark_used(target)
     archive.unlink(missing_ok=True)  # verified and unpacked: the folder is the cache
@@ -522,5 +577,5 @@ def _check_download_size(size: int | str | None, limit: int, filename: str) -> N
     except ValueError:
         return
     if value > limit:
-        raise RegistrationError(f"compute package {filename} is larger than this client's limit of {limit} bytes; "
+        raise PackageRejected(f"compute package {filename} is larger than this client's limit of {limit} bytes; "
                                 "refusing it (raise the limit with --max-package-size or $SCALEOUT_MAX_PACKAGE_SIZE)")

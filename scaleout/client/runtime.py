@@ -2,9 +2,12 @@
 
 Order: token exchange -> POST /clients/add -> compute package -> gRPC channel + VersionCheck ->
 the project's startup(client) -> Connect -> heartbeat, telemetry and poll loops -> (signal) ->
-abort tasks, final report, Disconnect. While running, a combiner unreachable for longer than
-`failover_after` seconds makes the client register again and move to the combiner the controller
-assigns (failover.py).
+abort tasks, final report, Disconnect. Every step that talks to a server tries again, with back-off
+and jitter, until the server answers or the client is stopped (retry.until_answered): a client started
+before its controller (a host reboot) comes up when the controller does. Only answers that can never
+succeed stop it, each with its own exit code (registration.EXIT_*). While running, a combiner unreachable
+for longer than `failover_after` seconds makes the client register again and move to the combiner the
+controller assigns (failover.py).
 """
 
 from __future__ import annotations
@@ -44,12 +47,15 @@ from scaleout.client.package_sync import PackageSource, PackageSync, SyncingTask
 from scaleout.client.registration import (
     WIRE_CLIENT_VERSION,
     Assignment,
+    CombinerRefused,
     RegistrationError,
     StartupInterrupted,
     TokenManager,
+    TokenRefused,
     api_base_url,
     register_client,
 )
+from scaleout.client.retry import until_answered
 from scaleout.client.task_receiver import DEFAULT_POLL_TIMEOUT, TaskReceiver
 from scaleout.client.tasks import TaskExecutor, now_timestamp
 from scaleout.client.tls import ClientTrust
@@ -61,7 +67,6 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 2.0
 TELEMETRY_INTERVAL = 5.0
 SHUTDOWN_TASK_GRACE = 3.0
-REREGISTER_WINDOW = 20.0  # failover: how long to retry an unreachable controller before trying again later
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -163,9 +168,10 @@ class ClientRuntime:
         if cfg.token:
             self.token = TokenManager(self.api_url, cfg.token, session=self.http)
             try:
-                self.token.access_token()
-            except RegistrationError as exc:
-                raise RegistrationError(f"failed to obtain an access token: {exc}") from exc
+                until_answered(self.token.access_token, what=f"token exchange at {self.token.url}",
+                               stop=self.stop_event, interrupted=StartupInterrupted, log=logger)
+            except TokenRefused as exc:
+                raise TokenRefused(f"failed to obtain an access token: {exc}") from exc
 
         body = {"name": name, "client_id": client_id, "preferred_combiner": cfg.preferred_combiner or None,
                 "package": "local" if cfg.local_package else "remote", "client_version": WIRE_CLIENT_VERSION}
@@ -191,7 +197,8 @@ class ClientRuntime:
 
         self.echo(f"Scaleout Edge client {name} (id {client_id})\n"
                   f"  controller: {self.api_url}\n"
-                  f"  combiner:   {target.address} ({'TLS' if target.secure else 'plaintext'})\n"
+                  f"  combiner:   {self.connection.target.address} "
+                  f"({'TLS' if self.connection.target.secure else 'plaintext'})\n"
                   f"  package:    {project.path}\n"
                   "Waiting for tasks; press Ctrl-C to stop.")
         self._announce_connect()
@@ -216,7 +223,8 @@ class ClientRuntime:
         try:
             if cfg.local_package:
                 return source.prepare(find_project_dir(cfg.workdir))
-            fetched = source.fetch()
+            fetched = until_answered(source.fetch, what=f"compute package download from {self.api_url}",
+                                     stop=self.stop_event, interrupted=StartupInterrupted, log=logger)
             project = source.prepare(fetched.folder)
         except ProjectError as exc:
             raise RegistrationError(str(exc)) from exc
@@ -260,18 +268,19 @@ class ClientRuntime:
                                            type=AnnounceType.VERSION_CHECK,
                                            parameters=json.dumps({"client-version": WIRE_CLIENT_VERSION}))
         try:
-            response = self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0, max_attempts=8)
+            response = self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0,
+                                            on_unreachable=self._combiner_unreachable)
         except Interrupted as exc:
             raise StartupInterrupted("stopped while connecting") from exc
         except CombinerError as exc:
-            raise RegistrationError(f"cannot talk to the combiner at {self.connection.target.address}: {exc}") from exc
+            raise CombinerRefused(f"cannot talk to the combiner at {self.connection.target.address}: {exc}") from exc
         try:
             answer = json.loads(response.parameters or "{}")
         except json.JSONDecodeError:
             answer = {}
         if not isinstance(answer, dict) or answer.get("success") is not True:
             why = response.response or "no reason given"
-            raise RegistrationError(f"the combiner at {self.connection.target.address} does not accept this client "
+            raise CombinerRefused(f"the combiner at {self.connection.target.address} does not accept this client "
                                     f"(protocol {WIRE_CLIENT_VERSION}): {why}")
         logger.info("combiner version %s accepts this client", answer.get("version", "unknown"))
 
@@ -279,11 +288,17 @@ class ClientRuntime:
         assert self.connection is not None
         request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id, type=AnnounceType.CONNECT)
         try:
-            self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0)
+            self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0,
+                                 on_unreachable=self._combiner_unreachable)
         except Interrupted as exc:
             raise StartupInterrupted("stopped while connecting") from exc
         except CombinerError as exc:
-            raise RegistrationError(f"the combiner refused Connect: {exc}") from exc
+            raise CombinerRefused(f"the combiner refused Connect: {exc}") from exc
+
+    def _combiner_unreachable(self) -> None:
+        """At start-up, a combiner that stays unreachable is failed over like a running client's."""
+        if self.failover is not None:
+            self.failover.failed()
 
     # -- background loops ---------------------------------------------------------------------
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -325,9 +340,12 @@ class ClientRuntime:
             self.stop_event.wait(interval)
 
     def _register_again(self) -> Assignment:
-        """`/clients/add` once more with our identity (failover); gives up sooner than at start."""
+        """`/clients/add` once more with our identity (failover), tried until the controller answers, the
+        client stops, or the lost combiner answers again (a poll reached it: nothing to move away from)."""
+        assert self.failover is not None
+        failover = self.failover
         return register_client(self.api_url, self._registration_body, token=self.token, stop=self.stop_event,
-                               unreachable_window=REREGISTER_WINDOW, session=self.http)
+                               give_up=lambda: failover.failing_since is None, session=self.http)
 
     def _moved(self, assignment: Assignment) -> None:
         """After failover: say Connect to the new combiner and poll it at once."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from scaleout.client.registration import RegistrationError
+from scaleout.client.registration import EXIT_UNTRUSTED_SERVER, RegistrationError
 from scaleoututil.tlsroots import system_ca_bytes
 
 CA_FILE_ENV = "SCALEOUT_CA_FILE"
@@ -41,6 +41,8 @@ _GRPC_TLS_FAILURES = (
 class UntrustedServer(RegistrationError):
     """The server's TLS certificate cannot be verified; the message says what to pass. A RegistrationError,
     so start-up ends with the message instead of retrying."""
+
+    exit_code = EXIT_UNTRUSTED_SERVER
 
 
 @dataclass(frozen=True)

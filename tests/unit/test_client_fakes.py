@@ -208,7 +208,7 @@ class FakeController:
 
 
 @contextmanager
-def running_controller(fake: FakeController) -> Iterator[str]:
+def running_controller(fake: FakeController, port: int = 0) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -229,7 +229,7 @@ def running_controller(fake: FakeController) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scaleout.client.registration import (
     RegistrationError,
+    RegistrationRefused,
+    ServerUnavailable,
+    StartupInterrupted,
     TokenManager,
     TokenRefused,
     api_base_url,
@@ -79,14 +84,56 @@ def test_registration_retries_server_errors_then_succeeds() -> None:
         assert register_client(url, dict(BODY)).port == 7
 
 
-def test_registration_gives_up_on_a_dead_controller_with_a_clear_message() -> None:
+def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+        return sock.getsockname()[1]  # nothing listens here once the socket closes
+
+
+def test_registration_waits_for_a_controller_that_is_down_and_logs_one_line_per_group(
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = closed_port()
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(register_client(f"http://127.0.0.1:{port}", dict(BODY))),
+                              daemon=True)
+    with caplog.at_level(logging.INFO, logger="scaleout.client.registration"):
+        thread.start()
+        time.sleep(4.0)  # longer than a few back-off steps (1, 2 s...): several refused attempts
+        assert thread.is_alive() and not result
+        with running_controller(FakeController({ADD: [assignment(11)]}), port=port):
+            thread.join(timeout=20)
+    assert result and result[0].port == 11
+    lines = [r.getMessage() for r in caplog.records if r.name == "scaleout.client.registration"]
+    assert len(lines) == 2, lines  # the first refusal and the recovery, not one line per attempt
+    assert "not reachable" in lines[0] and "connection refused" in lines[0] and "until it answers" in lines[0]
+    assert "succeeded after" in lines[1]
+
+
+def test_stopping_the_client_ends_the_wait_for_a_dead_controller() -> None:
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
     started = time.monotonic()
-    with pytest.raises(RegistrationError, match=r"controller at http://127.0.0.1:\d+ not reachable.*gave up"):
-        register_client(f"http://127.0.0.1:{port}", dict(BODY), unreachable_window=1.0)
-    assert time.monotonic() - started < 5
+    with pytest.raises(StartupInterrupted):
+        register_client(f"http://127.0.0.1:{closed_port()}", dict(BODY), stop=stop)
+    assert time.monotonic() - started < 3
+
+
+def test_failover_registration_stops_trying_once_the_old_combiner_is_back() -> None:
+    back = threading.Event()
+    threading.Timer(1.0, back.set).start()
+    with pytest.raises(ServerUnavailable, match="not reachable"):
+        register_client(f"http://127.0.0.1:{closed_port()}", dict(BODY), give_up=back.is_set)
+
+
+@pytest.mark.parametrize(("status", "kind", "code"), [
+    (401, TokenRefused, 3), (403, RegistrationRefused, 4), (404, RegistrationRefused, 4),
+])
+def test_answers_that_cannot_succeed_stop_registration_with_their_exit_code(status: int, kind: type, code: int
+                                                                             ) -> None:
+    fake = FakeController({ADD: [HttpReply(status, {"message": "no"})]})
+    with running_controller(fake) as url, pytest.raises(kind) as err:
+        register_client(url, dict(BODY))
+    assert err.value.exit_code == code and len(fake.calls(ADD)) == 1
 
 
 def jwt(exp: float) -> str:

@@ -151,7 +151,7 @@ def test_cli_reads_the_init_file_and_exits_nonzero_with_the_servers_message(tmp_
         init = tmp_path / "client.yaml"
         init.write_text(f"discover_host: {url}\nname: from-yaml\nclient_id: yaml-id\n")
         result = CliRunner().invoke(cli, ["client", "start", "-in", str(init), "--log-level", "ERROR"])
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # EXIT_REGISTRATION_REFUSED
     assert "name already in use" in result.output
     body = json.loads(fake.calls(ADD)[0][3])
     assert (body["name"], body["client_id"], body["package"]) == ("from-yaml", "yaml-id", "remote")

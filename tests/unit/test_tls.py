@@ -138,7 +138,7 @@ def test_combiner_registers_over_https_and_clients_are_told_to_use_tls(server: S
 
 def test_client_registers_over_https_and_talks_grpc_over_tls_with_the_ca_file(server: Server, certs: Certs) -> None:
     trust = ClientTrust.resolve(str(certs.ca), env={})
-    assignment = register_client(server.api_url, add_body("c-tls"), session=trust.session(), unreachable_window=5)
+    assignment = register_client(server.api_url, add_body("c-tls"), session=trust.session())
     target = grpc_target(assignment, trust.grpc_root_cert_path(env={}))
     assert target.secure and target.port == server.combiner.port
     connection = Connection(target, ClientIdentity(assignment.client_id, "c-tls"))
@@ -155,7 +155,7 @@ def test_large_models_move_over_the_byte_path_with_tls_as_well(server: Server, c
     from scaleoututil.model import ScaleoutModel
 
     trust = ClientTrust.resolve(str(certs.ca), env={})
-    assignment = register_client(server.api_url, add_body("c-bytes"), session=trust.session(), unreachable_window=5)
+    assignment = register_client(server.api_url, add_body("c-bytes"), session=trust.session())
     connection = Connection(grpc_target(assignment, trust.grpc_root_cert_path(env={})),
                             ClientIdentity(assignment.client_id, "c-bytes"))
     combiner = server.combiner.server
@@ -179,7 +179,7 @@ def test_client_with_another_ca_is_refused_at_once_by_the_controller(server: Ser
     session = ClientTrust.resolve(str(other_ca.ca), env={}).session()
     started = time.monotonic()
     with pytest.raises(UntrustedServer) as err:
-        register_client(server.api_url, add_body("c-wrong"), session=session, unreachable_window=30)
+        register_client(server.api_url, add_body("c-wrong"), session=session)
     assert time.monotonic() - started < 5  # no retry loop: a wrong CA stays wrong
     message = str(err.value)
     assert "certificate" in message and str(other_ca.ca) in message and "--ca-file" in message
@@ -188,7 +188,7 @@ def test_client_with_another_ca_is_refused_at_once_by_the_controller(server: Ser
 def test_client_without_a_ca_file_does_not_trust_a_dev_certificate(server: Server) -> None:
     session = ClientTrust.resolve(None, env={}).session()
     with pytest.raises(UntrustedServer, match="--ca-file"):
-        register_client(server.api_url, add_body("c-none"), session=session, unreachable_window=30)
+        register_client(server.api_url, add_body("c-none"), session=session)
 
 
 def test_grpc_with_another_ca_fails_fast_with_a_clear_error(server: Server, other_ca: Certs) -> None:
