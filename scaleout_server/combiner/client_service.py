@@ -63,10 +63,15 @@ def peer_ip(context: grpc.aio.ServicerContext) -> str | None:
 
 
 def timestamp_of(message: Any) -> datetime:
+    """The client's timestamp; the time of arrival when there is none or it is not a valid time (seconds
+    outside years 1-9999 or nanos outside 0-999999999 made ToDatetime raise, and the call end UNKNOWN)."""
     if message.HasField("timestamp"):
         ts = message.timestamp
         if ts.seconds or ts.nanos:
-            return ts.ToDatetime(tzinfo=UTC)
+            try:
+                return ts.ToDatetime(tzinfo=UTC)
+            except (ValueError, OverflowError):
+                pass
     return datetime.now(UTC)
 
 
