@@ -41,6 +41,7 @@ from scaleout.client.connection import (
     classify,
     describe,
 )
+from scaleout.client.controllers import controller_urls, follow_controllers
 from scaleout.client.edge_client import EdgeClient
 from scaleout.client.failover import Failover, failover_after_from_env
 from scaleout.client.package_sync import PackageSource, PackageSync, SyncingTaskExecutor
@@ -52,7 +53,6 @@ from scaleout.client.registration import (
     StartupInterrupted,
     TokenManager,
     TokenRefused,
-    api_base_url,
     register_client,
 )
 from scaleout.client.retry import until_answered
@@ -155,13 +155,15 @@ class ClientRuntime:
     def start(self) -> None:
         """Everything up to the running poll loop; raises RegistrationError with a user-facing message."""
         cfg = self.config
-        self.api_url = api_base_url(cfg.api_url, cfg.api_port)
+        urls = controller_urls(cfg.api_url, cfg.api_port)  # several: a standby controller too
+        self.api_url = urls[0]
         if cfg.managed_env:
             _require_virtualenv()  # before registering: the fix is local and needs no server
         client_id = cfg.client_id or str(uuid.uuid4())
         name = cfg.name or f"client-{client_id[:8]}"
         self.trust = ClientTrust.resolve(cfg.ca_file)
         self.http = self.trust.session()
+        follow_controllers(self.http, urls)  # REST calls reach whichever controller is active
         if cfg.package_public_key:
             _check_public_key(cfg.package_public_key)
 
