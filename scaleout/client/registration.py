@@ -271,6 +271,12 @@ def _retry_after(response: requests.Response) -> float | None:
     return min(max(value, 0.0), 60.0)
 
 
+def startup_backoff() -> Backoff:
+    """The back-off of start-up's REST steps: 1 s doubling to REGISTRATION_BACKOFF_CAP, so a client waiting for
+    a controller that is down notices within that long that it is back."""
+    return Backoff(start=1.0, cap=REGISTRATION_BACKOFF_CAP)
+
+
 def register_client(api_url: str, body: dict[str, Any], *, token: TokenManager | None = None,
                     stop: threading.Event | None = None, give_up: Callable[[], bool] | None = None,
                     package_missing_interval: float = PACKAGE_MISSING_INTERVAL,
@@ -286,7 +292,7 @@ def register_client(api_url: str, body: dict[str, Any], *, token: TokenManager |
     session = session or requests.Session()
     return until_answered(lambda: _register_once(api_url, body, token, session, package_missing_interval),
                           what=f"registration with the controller at {api_url}", stop=stop, give_up=give_up,
-                          backoff=Backoff(start=1.0, cap=REGISTRATION_BACKOFF_CAP), interrupted=StartupInterrupted,
+                          backoff=startup_backoff(), interrupted=StartupInterrupted,
                           log=logger)
 
 

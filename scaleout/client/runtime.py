@@ -54,6 +54,7 @@ from scaleout.client.registration import (
     TokenManager,
     TokenRefused,
     register_client,
+    startup_backoff,
 )
 from scaleout.client.retry import until_answered
 from scaleout.client.task_receiver import DEFAULT_POLL_TIMEOUT, TaskReceiver
@@ -170,8 +171,8 @@ class ClientRuntime:
         if cfg.token:
             self.token = TokenManager(self.api_url, cfg.token, session=self.http)
             try:
-                until_answered(self.token.access_token, what=f"token exchange at {self.token.url}",
-                               stop=self.stop_event, interrupted=StartupInterrupted, log=logger)
+                until_answered(self.token.access_token, what="token exchange", stop=self.stop_event,
+                               backoff=startup_backoff(), interrupted=StartupInterrupted, log=logger)
             except TokenRefused as exc:
                 raise TokenRefused(f"failed to obtain an access token: {exc}") from exc
 
@@ -225,8 +226,8 @@ class ClientRuntime:
         try:
             if cfg.local_package:
                 return source.prepare(find_project_dir(cfg.workdir))
-            fetched = until_answered(source.fetch, what=f"compute package download from {self.api_url}",
-                                     stop=self.stop_event, interrupted=StartupInterrupted, log=logger)
+            fetched = until_answered(source.fetch, what="compute package download", stop=self.stop_event,
+                                     backoff=startup_backoff(), interrupted=StartupInterrupted, log=logger)
             project = source.prepare(fetched.folder)
         except ProjectError as exc:
             raise RegistrationError(str(exc)) from exc
