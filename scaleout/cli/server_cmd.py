@@ -114,26 +114,35 @@ def configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # store/migration.py logs what changed
 
 
-def _run_controller(settings: Any, tls: ServerTls | None, secure: bool = False) -> None:
-    """Serve the controller; `tls` is what `_check_tls(settings)` returned."""
+def _run_controller(settings: Any, tls: ServerTls | None, secure: bool = False, standby: bool = False) -> None:
+    """Serve the controller; `tls` is what `_check_tls(settings)` returned. On PostgreSQL it holds the
+    controller lease while active; `standby`: serve at once but stay passive until it can take the lease
+    (scaleout_server/controller/active.py)."""
     import uvicorn
 
-    from scaleout_server.controller.app_factory import build_controller_app
+    from scaleout_server.controller.active import ControllerProcess
     from scaleout_server.repository.base import RepositoryError
     from scaleout_server.store.base import StoreError
     from scaleout_server.tls import uvicorn_ssl_options
 
     ssl_options = uvicorn_ssl_options(tls)
+
+    def announce(app: Any) -> None:
+        if secure:
+            _announce_admin_token(app.state.auth, settings)
+
+    process = ControllerProcess(settings, secure=secure, standby=standby, on_active=announce)
     try:
-        app, controller = build_controller_app(settings, secure=secure)
+        gate = process.prepare()
     except (StoreError, RepositoryError, ValueError) as exc:  # "run scaleout server migrate", "cannot reach S3"
+        process.close()
         raise click.ClickException(f"cannot start the controller: {exc}") from exc
-    if secure:
-        _announce_admin_token(app.state.auth, settings)
+    if standby:
+        click.echo("Standing by: /health answers, every other route 503 until this controller takes over.")
     try:
-        uvicorn.run(app, host=settings.host, port=settings.api_port, log_level="warning", **ssl_options)
+        uvicorn.run(gate, host=settings.host, port=settings.api_port, log_level="warning", **ssl_options)
     finally:
-        controller.close()
+        process.close()
 
 
 def _announce_admin_token(authority: Any, settings: Any) -> None:
@@ -152,26 +161,31 @@ def _announce_admin_token(authority: Any, settings: Any) -> None:
 @click.option("--api-port", type=int, default=None, help="Port of the REST API and UI.  [default: 8092]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the statestore and model repository.  [default: ./scaleout-data]")
+@click.option("--standby", is_flag=True,
+              help="Stand by for the active controller (PostgreSQL statestore and S3 repository only): take over "
+                   "within seconds when it dies, resuming its running session. Refused on SQLite.")
 @_tls_options
 @_config_option
 @_log_level_option
-def controller_start(host: str | None, api_port: int | None, data_dir: str | None, config: str | None,
-                     log_level: str, **tls: str | None) -> None:
+def controller_start(host: str | None, api_port: int | None, data_dir: str | None, standby: bool,
+                     config: str | None, log_level: str, **tls: str | None) -> None:
     """Start a stand-alone controller: REST API, UI, sessions and rounds.
 
-    Combiners register with it (`scaleout combiner start --controller URL`)."""
+    Combiners register with it (`scaleout combiner start --controller URL[,URL2]`). On PostgreSQL the
+    active controller holds a lease in the database; `--standby` waits to take it over."""
     configure_logging(log_level)
     settings = _settings(config, host=host, api_port=api_port, data_dir=data_dir, **tls)
     _print_settings("Starting controller with settings:", settings)
     from scaleout_server.tls import api_url
 
     click.echo(f"REST API and UI: {api_url(settings)}  (OpenAPI at /docs)")
-    _run_controller(settings, _check_tls(settings), secure=True)
+    _run_controller(settings, _check_tls(settings), secure=True, standby=standby)
 
 
 @combiner_group.command("start")
 @click.option("--controller", "controller_url", default=None,
-              help="URL of the controller to register with, e.g. http://127.0.0.1:8092.")
+              help="URL of the controller to register with, e.g. http://127.0.0.1:8092; with a standby controller "
+                   "give both, comma-separated: the combiner follows whichever is active.")
 @click.option("--host", default=None, help="Address to bind the combiner's gRPC server to.  [default: 127.0.0.1]")
 @click.option("--port", "combiner_port", type=int, default=None, help="gRPC port.  [default: 12080]")
 @click.option("--name", "combiner_name", default=None,

@@ -5,6 +5,11 @@ travels to the controller as encoded store records (`store.codec.encode`) over o
 per batch. Batching keeps thousands of clients' telemetry to a few requests per second; the
 bounded in-memory queue keeps a controller outage from exhausting the combiner's memory
 (oldest events are dropped first, and drops are logged).
+
+With a standby controller, `controller_url` lists both (comma-separated). The link talks to one at a
+time and moves to the next when the current one cannot be reached or answers 503 (a standby answers
+every route but /health with 503): the combiner follows whichever controller is active, registering
+with it again so that it knows the combiner is there.
 """
 
 from __future__ import annotations
@@ -174,8 +179,15 @@ class BatchRejected(Exception):
     """The controller refused a batch as malformed; retrying would not help."""
 
 
+def controller_urls(value: str | list[str]) -> list[str]:
+    """The controller URLs of a `controller_url` setting: one URL, or several comma-separated."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [u.strip().rstrip("/") for u in items if u.strip()]
+
+
 class ControllerLink(EventLink):
-    """Registers at `POST {url}/api/v1/combiners/` and posts batches to `.../{combiner_id}/events`."""
+    """Registers at `POST {url}/api/v1/combiners/` and posts batches to `.../{combiner_id}/events`,
+    on the first of its controller URLs that is reachable and active."""
 
     def __init__(self, controller_url: str, *, client: httpx.AsyncClient | None = None,
                  register_timeout: float | None = None, verify: ssl.SSLContext | bool = True,
@@ -185,7 +197,8 @@ class ControllerLink(EventLink):
         if not controller_url:
             raise ValueError("a combiner needs the controller's URL: set controller_url "
                              "(--controller-url or SCALEOUT_CONTROLLER_URL), e.g. http://127.0.0.1:8092")
-        self.url = controller_url.rstrip("/")
+        self.urls = controller_urls(controller_url)
+        self._current = 0
         # verify: the CA file that signed an HTTPS controller's certificate (tls_ca_file), True for the defaults
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0), verify=verify)
         self.grpc_secure = grpc_secure  # registered, so the controller tells clients to dial us with TLS
@@ -194,6 +207,19 @@ class ControllerLink(EventLink):
         self._register_timeout = register_timeout
         self._registration: dict[str, Any] | None = None
         self._identity: tuple[str, str, int, str] | None = None
+
+    @property
+    def url(self) -> str:
+        """The controller URL in use."""
+        return self.urls[self._current]
+
+    def _next_controller(self, why: str) -> None:
+        """Move to the next controller URL (when there are several)."""
+        if len(self.urls) < 2:
+            return
+        old = self.url
+        self._current = (self._current + 1) % len(self.urls)
+        log.warning("controller at %s %s; trying %s", old, why, self.url)
 
     async def connect(self, name: str, host: str, port: int, public_hostname: str) -> dict[str, Any] | None:
         self._identity = (name, host, port, public_hostname)
@@ -211,20 +237,20 @@ class ControllerLink(EventLink):
         body: dict[str, Any] = {"name": name, "host": host, "port": port, "public_hostname": public_hostname}
         if self.grpc_secure:  # absent means plaintext, so the body of a plaintext combiner stays as it was
             body["grpc_secure"] = True
-        url = f"{self.url}/api/v1/combiners/"
         delay = 0.5
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                resp = await self._client.post(url, json=body, headers=self._headers)
+                resp = await self._client.post(f"{self.url}/api/v1/combiners/", json=body, headers=self._headers)
             except httpx.HTTPError as exc:
                 if _untrusted_certificate(exc):
                     raise RuntimeError(f"the controller's TLS certificate at {self.url} is not trusted ({exc}); set "
                                        "tls_ca_file (--tls-ca-file / SCALEOUT_TLS_CA_FILE) to the CA file that "
                                        "signed it") from exc
                 problem = f"not reachable ({type(exc).__name__}: {exc})"
+                self._next_controller(problem)
             else:
                 if resp.status_code < 300:
                     reply = resp.json()
@@ -238,6 +264,8 @@ class ControllerLink(EventLink):
                     return reply
                 if resp.status_code in (408, 429) or resp.status_code >= 500:
                     problem = f"answered {resp.status_code}"
+                    if resp.status_code == 503:
+                        self._next_controller(problem)
                 else:
                     hint = TOKEN_HINT if resp.status_code in (401, 403) else "check controller_url"
                     raise RuntimeError(f"controller at {self.url} refused the combiner registration "
@@ -250,13 +278,26 @@ class ControllerLink(EventLink):
             log.log(level, "controller at %s %s; retrying registration in %.1fs (attempt %d)", self.url, problem,
                     delay, attempt)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            # several controllers: a take-over is a matter of seconds, so keep the back-off short
+            delay = min(delay * 2, 10.0 if len(self.urls) < 2 else 2.0)
 
     async def deliver(self, events: list[dict[str, Any]]) -> None:
         if self.combiner_id is None:
             raise RuntimeError("not registered with the controller yet")
-        resp = await self._client.post(f"{self.url}/api/v1/combiners/{self.combiner_id}/events",
-                                       json={"events": events}, headers=self._headers)
+        try:
+            resp = await self._client.post(f"{self.url}/api/v1/combiners/{self.combiner_id}/events",
+                                           json={"events": events}, headers=self._headers)
+        except httpx.TransportError as exc:
+            if len(self.urls) < 2 or self._identity is None:
+                raise
+            # the active controller is gone: register with the one that takes over, then retry the batch
+            self._next_controller(f"not reachable ({type(exc).__name__})")
+            await self._register()
+            raise RuntimeError("registered with the next controller") from exc
+        if resp.status_code == 503 and len(self.urls) > 1 and self._identity is not None:
+            self._next_controller("answered 503")
+            await self._register()
+            raise RuntimeError("registered with the next controller")
         if resp.status_code == 404 and self._identity is not None:
             # the controller forgot us (e.g. a fresh store): register again, then retry the batch
             log.warning("controller does not know combiner %s any more; registering again", self.combiner_id)

@@ -268,6 +268,18 @@ settings_table = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# Which controller may write (store/lease.py): one row per lease name, its holder and epoch. Only used
+# on PostgreSQL, where a standby controller can take over; present everywhere so the schema is one.
+lease_table = Table(
+    "controller_lease", metadata,
+    Column("name", String, primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("holder", String, nullable=False),
+    Column("address", String, nullable=False),
+    Column("acquired_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
 _KIND_BY_CLASS: dict[type, _Kind] = {k.cls: k for k in _KINDS}
 assert set(KIND_OF) == set(_KIND_BY_CLASS), "store/sql.py must map every record type in codec.RECORD_TYPES"
 
@@ -398,6 +410,8 @@ class _Tx:
         # An in-memory database is one shared connection, so reads must queue as well.
         self._write_lock: threading.RLock | None = threading.RLock() if sqlite else None
         self._read_lock = self._write_lock if memory else None
+        # run first in every write transaction; raises to refuse it (the controller lease, store/lease.py)
+        self.fence: Callable[[Connection], None] | None = None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -408,6 +422,8 @@ class _Tx:
     def write(self) -> Iterator[Connection]:
         with (connection_errors(self._engine.url), self._write_lock or nullcontext(),
               self._write_engine.begin() as conn):
+            if self.fence is not None:
+                self.fence(conn)
             yield conn
 
 
@@ -835,6 +851,17 @@ class SQLStore(Store):
     def __repr__(self) -> str:
         return f"SQLStore({self.url!r})"
 
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._dialect
+
+    def set_write_fence(self, fence: Callable[[Connection], None] | None) -> None:
+        """Run `fence(connection)` first in every write transaction from now on; when it raises, the
+        transaction is rolled back and the error reaches the caller. The controller lease
+        (`store/lease.py`) uses it so that a controller that lost its lease cannot write anything."""
+        self._tx.fence = fence
+
     def collection_for(self, record: Any) -> SQLCollection[Any]:
         kind = _KIND_BY_CLASS.get(type(record))
         if kind is None:
@@ -924,4 +951,4 @@ class SQLStore(Store):
         self._engine.dispose()
 
 
-__all__ = ["SQLStore", "SQLCollection", "TABLES", "metadata", "settings_table", "render_item"]
+__all__ = ["SQLStore", "SQLCollection", "TABLES", "metadata", "settings_table", "lease_table", "render_item"]
