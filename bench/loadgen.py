@@ -16,7 +16,10 @@ task_receiver.py, tasks.py), without a project or threads:
   announce no interval, and any client when holding is off);
 - a training task: download the model (checksum trailer verified), "train" by adding a per-client
   constant (every update differs), upload the update container, `SendModelUpdate`, two `SendStatus`
-  messages, then the done report. Custom commands answer `{"t_received": ...}`; validations send a
+  messages, then the done report. Before each transfer it asks `OpenTransfer` for a byte-path ticket
+  offering the same checksum algorithms, and when one is granted moves the bytes over the combiner's
+  byte port (scaleoututil/bytepath.py: request line, `OK <size>` / `GO`, the bytes, the agreed
+  checksum, `OK`), else over gRPC, as our client does. Custom commands answer `{"t_received": ...}`; validations send a
   `ModelValidation`. Abort requests cancel the task (INTERRUPTED).
 
 The update container has the layout our SDK writes (the NPZ inside stored uncompressed, as numpyhelper
@@ -45,6 +48,7 @@ import os
 import random
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,6 +76,8 @@ from scaleout.client.task_receiver import (  # noqa: E402
     NEW_TASK_GRACE,
 )
 from scaleout.client.tasks import MODEL_UPDATE_STATUS, now_timestamp  # noqa: E402
+from scaleoututil import bytepath  # noqa: E402
+from scaleoututil.checksum import DIGESTS, SHA256, new_digest  # noqa: E402
 from scaleoututil.grpc import scaleout_pb2 as pb  # noqa: E402
 from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc  # noqa: E402
 from scaleoututil.model import ScaleoutModel, write_container  # noqa: E402
@@ -339,6 +345,11 @@ class VirtualClient:
                 self.rec.error(name, exc)
                 if (attempts is not None and n >= attempts) or exc.code() not in RETRIED_CODES or self.stop.is_set():
                     raise
+            except (OSError, TimeoutError, bytepath.TransferRefused) as exc:  # the byte path, as ByteTransferFailed
+                self.rec.errors[f"{name} (byte path):{type(exc).__name__}"] += 1
+                refused = isinstance(exc, bytepath.TransferRefused) and not exc.retryable
+                if (attempts is not None and n >= attempts) or refused or self.stop.is_set():
+                    raise
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 30.0)
 
@@ -534,7 +545,12 @@ class VirtualClient:
         keep = self.cache.claim(model_id)
 
         async def attempt() -> tuple[str, list[bytes]]:
-            await self._offer(pb.TransferOffer(direction="download", model_id=model_id))
+            ticket = await self._offer(pb.TransferOffer(direction="download", model_id=model_id,
+                                                        digests=list(DIGESTS)))
+            if ticket is not None:
+                hexdigest, data = await self._byte_download(ticket)
+                task.times["bytes_down"] = len(data)
+                return hexdigest, [bytes(data)] if keep else []
             call = self.models.Download(pb.ModelRequest(model_id=model_id), timeout=TRANSFER_TIMEOUT,
                                         metadata=self.md)
             digest = hashlib.sha256()
@@ -564,13 +580,11 @@ class VirtualClient:
             return await self.cache.decode(model_id, b"".join(pieces), hexdigest)
         return await self.cache.params(model_id, hexdigest)
 
-    async def _offer(self, offer: pb.TransferOffer) -> None:
+    async def _offer(self, offer: pb.TransferOffer) -> pb.TransferTicket | None:
         """As our client (scaleout/client/byte_path.py): ask for a byte-path ticket before every transfer
-        attempt; the combiner offers none below `byte_path_min_bytes` (16 MiB) and the transfer goes over gRPC.
-        The load generator has no byte path: an offered ticket is counted and left unused (gRPC all the same),
-        so its figures for models of 16 MiB and more are not our client's."""
+        attempt; None (no ticket: the model is under `byte_path_min_bytes`, or the byte path is off): gRPC."""
         if not self.byte_path:
-            return
+            return None
         try:
             ticket = await self.models.OpenTransfer(offer, timeout=30.0, metadata=self.md)
             self.rec.rpc("OpenTransfer")
@@ -578,9 +592,45 @@ class VirtualClient:
             if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             self.byte_path = False  # as our client: a combiner without the byte path is not asked again
-            return
-        if ticket.ticket:
-            self.rec.errors["OpenTransfer: ticket offered, gRPC used (no byte path in the load generator)"] += 1
+            return None
+        return ticket if ticket.ticket else None
+
+    async def _byte_connect(self, ticket: pb.TransferTicket) -> _ByteStream:
+        host = self.address.rsplit(":", 1)[0].strip("[]")
+        stream = await _ByteStream.connect(host, ticket.port)
+        await stream.send(f"{bytepath.PROTOCOL} {ticket.ticket}\n".encode("ascii"))
+        return stream
+
+    async def _byte_download(self, ticket: pb.TransferTicket) -> tuple[str, bytearray]:
+        """A download over the byte path: (checksum, bytes), the checksum verified as our client does."""
+        algorithm = ticket.digest or SHA256
+        stream = await self._byte_connect(ticket)
+        try:
+            size = int(bytepath.expect(await stream.line(), "OK"))
+            data = await stream.exactly(size)
+            announced = bytepath.parse_checksum(await stream.line(), algorithm)
+        finally:
+            stream.close()
+        hexdigest = await asyncio.to_thread(_hexdigest, algorithm, data)
+        if announced and announced != hexdigest:
+            raise TaskFailed(f"checksum mismatch over the byte path ({announced} != {hexdigest})")
+        self.rec.rpc("byte path download")
+        return hexdigest, data
+
+    async def _byte_upload(self, ticket: pb.TransferTicket, data: bytes, checksum: str) -> None:
+        """An upload over the byte path, acknowledged once the combiner has it durably, as our client's."""
+        algorithm = ticket.digest or SHA256
+        if algorithm != SHA256:  # our client hashes in the agreed algorithm while it sends
+            checksum = await asyncio.to_thread(_hexdigest, algorithm, data)
+        stream = await self._byte_connect(ticket)
+        try:
+            bytepath.expect(await stream.line(), "GO")
+            await stream.send(data)
+            await stream.send(f"{bytepath.checksum_line(checksum, algorithm)}\n".encode("ascii"))
+            bytepath.expect(await stream.line(), "OK")
+        finally:
+            stream.close()
+        self.rec.rpc("byte path upload")
 
     async def _status(self, message: str, level: int) -> None:
         try:
@@ -623,7 +673,10 @@ class VirtualClient:
         md = [*self.md, (MD_MODEL_ID, update_id), (MD_CHECKSUM, checksum)]
         task.step = "upload"
         async def upload() -> Any:
-            await self._offer(pb.TransferOffer(direction="upload", model_id=update_id, size=len(data)))
+            ticket = await self._offer(pb.TransferOffer(direction="upload", model_id=update_id, size=len(data),
+                                                        digests=list(DIGESTS)))
+            if ticket is not None:
+                return await self._byte_upload(ticket, data, checksum)
             return await self.models.Upload(chunks(data), timeout=TRANSFER_TIMEOUT, metadata=md)
 
         await self._retry("Upload", upload, attempts=None)
@@ -648,6 +701,66 @@ class VirtualClient:
                                         session_id=task.request.session_id, timestamp=now_timestamp())
         await self._retry("SendModelValidation", lambda: self.stub.SendModelValidation(validation, timeout=30.0,
                                                                                         metadata=self.md))
+
+
+def _hexdigest(algorithm: str, data: bytes | bytearray) -> str:
+    digest = new_digest(algorithm)
+    digest.update(data)
+    return str(digest.hexdigest())
+
+
+class _ByteStream:
+    """One byte-path connection on the event loop: lines and exact byte counts over a non-blocking socket.
+    Errors surface as OSError (a refusal as bytepath.TransferRefused) and end the attempt; the retry loop
+    above treats them like a broken gRPC stream."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.pending = bytearray()  # received after a line, before the caller asked for it
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> _ByteStream:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), 30.0)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    async def send(self, data: bytes | bytearray) -> None:
+        await asyncio.wait_for(self.loop.sock_sendall(self.sock, data), TRANSFER_TIMEOUT)
+
+    async def line(self) -> str:
+        while (end := self.pending.find(b"\n")) < 0:
+            if len(self.pending) > bytepath.MAX_LINE:
+                raise bytepath.ProtocolError("status line too long")
+            chunk = await asyncio.wait_for(self.loop.sock_recv(self.sock, 4096), TRANSFER_TIMEOUT)
+            if not chunk:
+                raise bytepath.ProtocolError("connection closed before a status line")
+            self.pending += chunk
+        text = self.pending[:end].decode("ascii").rstrip("\r")
+        del self.pending[:end + 1]
+        return text
+
+    async def exactly(self, size: int) -> bytearray:
+        out = bytearray(size)
+        have = min(len(self.pending), size)
+        out[:have] = self.pending[:have]
+        del self.pending[:have]
+        with memoryview(out) as view:
+            while have < size:
+                n = await asyncio.wait_for(self.loop.sock_recv_into(self.sock, view[have:]), TRANSFER_TIMEOUT)
+                if not n:
+                    raise bytepath.ProtocolError(f"connection closed after {have} of {size} bytes")
+                have += n
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _wall(iso: str) -> float | None:

@@ -73,7 +73,7 @@ class WireLog(FakeCombiner):
 
     def OpenTransfer(self, request: pb.TransferOffer, context: grpc.ServicerContext) -> pb.TransferTicket:  # noqa: N802
         """As our combiner answers for a model under `byte_path_min_bytes`: no ticket, use gRPC."""
-        self.model_calls.append(f"OpenTransfer {request.direction}")
+        self.model_calls.append(f"OpenTransfer {request.direction} offering {','.join(request.digests)}")
         return pb.TransferTicket(reason="models under 16777216 bytes use Upload / Download")
 
     def Download(self, request: pb.ModelRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -213,5 +213,45 @@ def test_the_load_generator_behaves_on_the_wire_like_our_client(tmp_path: Path) 
     assert ours["poll_deadline_s"] == [round(POLL_TIMEOUT)] and ours["poll_interval_ms"] == [POLL_TIMEOUT * 1000]
     assert ours["heartbeats_while_a_poll_is_held"] == 0 and ours["telemetry_on_polls"]
     assert ours["telemetry_shape"] == [(("at", "values"), ("cpu_usage", "memory_usage"))]
-    assert ours["model_calls"] == ["OpenTransfer download", "Download", "OpenTransfer upload", "Upload"]
+    assert ours["model_calls"] == ["OpenTransfer download offering BLAKE3,SHA256", "Download",
+                                   "OpenTransfer upload offering BLAKE3,SHA256", "Upload"]
     assert Counter(ours["statuses"]) == Counter({(pb.INFO, "MODEL_UPDATE"): 1, (pb.AUDIT, "MODEL_UPDATE"): 1})
+
+
+def test_the_load_generator_moves_models_over_a_real_combiners_byte_path_as_our_client_does(tmp_path: Path) -> None:
+    """Offered a ticket, a virtual client downloads (checksum verified in the agreed algorithm) and uploads
+    over the byte port; the combiner counts both and keeps the update durably, as for our client."""
+    import blake3
+    import numpy as np
+
+    from bench.loadgen import encode_update
+    from scaleout_server.combiner.server import updates_dir_for
+    from scaleoututil.checksum import BLAKE3
+    from scaleoututil.grpc import scaleout_pb2_grpc as pb_grpc
+    from tests.unit.test_combiner_support import SEED_ID, running_harness
+
+    with running_harness(tmp_path, byte_path_min_bytes=0) as harness:
+        async def scenario() -> tuple[str, int, str]:
+            cfg = LoadConfig(api_url="http://127.0.0.1:9", clients=1)
+            client = VirtualClient(0, cfg, Recorder(), ModelCache(), asyncio.Event(), contextlib.nullcontext())
+            client.address = f"127.0.0.1:{harness.port}"
+            async with grpc.aio.insecure_channel(client.address) as channel:
+                client.models = pb_grpc.ModelServiceStub(channel)
+                down = await client._offer(pb.TransferOffer(direction="download", model_id=SEED_ID,
+                                                            digests=["BLAKE3", "SHA256"]))
+                assert down is not None and down.digest == BLAKE3
+                hexdigest, data = await client._byte_download(down)
+                update_id = "lg-update"
+                body, checksum = encode_update([np.zeros(1000, np.float32)], update_id)
+                up = await client._offer(pb.TransferOffer(direction="upload", model_id=update_id, size=len(body),
+                                                          digests=["BLAKE3", "SHA256"]))
+                assert up is not None
+                await client._byte_upload(up, body, checksum)
+                return hexdigest, len(data), update_id
+
+        hexdigest, size, update_id = asyncio.run(scenario())
+        with harness.repository.open("models", SEED_ID) as fh:
+            stored = fh.read()
+        assert size == len(stored) and hexdigest == blake3.blake3(stored).hexdigest()
+        assert harness.combiner.server.model_service.byte_path.served == {"download": 1, "upload": 1}
+        assert (updates_dir_for(harness.combiner.settings) / f"{update_id}.scm").is_file()
