@@ -124,3 +124,38 @@ def stop_all(procs: list[Any], timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.popen.kill()
             proc.popen.wait(timeout=5)
+
+
+def check_fedavg_rounds(dep: Deployment, session_id: str, seed_model: str, rounds: int) -> tuple[int, list[str]]:
+    """Recompute every Finished round of a weighted-project session from its stored updates and compare
+    it with the model the round committed. Returns (models checked, anomalies): an anomaly is a round
+    number not Finished exactly once, an update folded into two rounds, a round that folded nothing, or
+    a committed model that is not the num_examples-weighted mean of the constants its round lists."""
+    anomalies: list[str] = []
+    finished = [x for x in rounds_of(dep, session_id) if x["status"] == "Finished"]
+    numbers = sorted(x["round_number"] for x in finished)
+    if numbers != list(range(1, rounds + 1)):
+        anomalies.append(f"Finished round numbers {numbers}, expected each of 1..{rounds} once")
+    stored = dep.get("/api/v1/updates/", params={"session_id": session_id}, headers={"X-Limit": "1000"})
+    updates = {u["update_id"]: u for u in stored["result"]}
+    seen: set[str] = set()
+    params = [p.astype(np.float64) for p in download_params(dep, seed_model)]
+    checked = 0
+    for round_ in sorted(finished, key=lambda x: x["round_number"]):
+        ids = [u for c in round_["combiners"] for u in c["update_ids"]]
+        if seen & set(ids):
+            anomalies.append(f"round {round_['round_number']} folds updates another round folded: {seen & set(ids)}")
+        seen |= set(ids)
+        missing = [u for u in ids if u not in updates]
+        if not ids or missing:
+            anomalies.append(f"round {round_['round_number']} lists no stored update (missing {missing})")
+            break
+        folded = [updates[u] for u in ids]
+        total = sum(u["num_examples"] for u in folded)
+        params = [p + sum(u["num_examples"] * u["meta"]["constant"] for u in folded) / total for p in params]
+        got = download_params(dep, round_["new_model_id"])
+        checked += 1
+        if not all(np.allclose(g, w, rtol=1e-6) for g, w in zip(got, params, strict=True)):
+            anomalies.append(f"round {round_['round_number']} model {round_['new_model_id']} is not the FedAvg "
+                             f"of its {len(ids)} updates")
+    return checked, anomalies
