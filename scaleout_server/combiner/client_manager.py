@@ -46,6 +46,26 @@ def now() -> float:
     return time.monotonic()
 
 
+class UnknownTask(LookupError):
+    """A client's report (update, validation, prediction, inference result) answers no task this combiner issued
+    to that client: answered NOT_FOUND with this message, and nothing is stored."""
+
+
+class MalformedReport(ValueError):
+    """A field of a client's report that the protocol defines as JSON is not JSON: answered INVALID_ARGUMENT."""
+
+
+def report_json(text: str, field_name: str) -> Any:
+    """The JSON value of a report's JSON field (None when empty); MalformedReport naming the field when not JSON."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise MalformedReport(f"{field_name} is not valid JSON ({exc}): send it as JSON text, e.g. "
+                              f"json.dumps(...)") from None
+
+
 @dataclass(eq=False)
 class Task:
     """One TaskRequest for one client, from queueing to its final report."""
@@ -135,6 +155,7 @@ class ClientManager:
         self.closing = False
         # called once when a client reports a task done (e.g. to store an inference result)
         self.on_done: Callable[[Task], None] | None = None
+        self._registered = asyncio.Event()  # set (and replaced) whenever a task is registered
 
     # -- liveness --------------------------------------------------------------------------
     def touch(self, client_id: str, name: str | None = None, ip: str | None = None) -> ClientState:
@@ -216,6 +237,8 @@ class ClientManager:
     def _register(self, task: Task) -> None:
         self.tasks[task.correlation_id] = task
         self._trim()
+        self._registered.set()
+        self._registered = asyncio.Event()
 
     def _trim(self) -> None:
         excess = len(self.tasks) - FINISHED_TASKS_KEPT
@@ -231,6 +254,42 @@ class ClientManager:
 
     def get_task(self, correlation_id: str) -> Task | None:
         return self.tasks.get(correlation_id) if correlation_id else None
+
+    def issued_task(self, correlation_id: str, client_id: str, what: str) -> Task:
+        """The task `correlation_id` this combiner issued to `client_id` (or that client announced as its own
+        autonomous task), which a report of kind `what` answers; UnknownTask naming the reason otherwise.
+
+        Tasks live in memory only, so a task issued before a restart of this combiner is unknown afterwards:
+        the round it belonged to is re-run, and its late answers must not be counted or stored."""
+        if not client_id:
+            raise UnknownTask(f"{what} names no client: send metadata 'client-id' (or the message's client id)")
+        if not correlation_id:
+            raise UnknownTask(f"{what} from client {client_id} names no task (empty correlation id): only answers "
+                              "to tasks this combiner issued are accepted")
+        task = self.tasks.get(correlation_id)
+        if task is None:
+            raise UnknownTask(f"{what} from client {client_id} answers task {correlation_id}, which this combiner "
+                              "did not issue (or no longer knows: it restarted or the task is long over); not stored")
+        if task.client_id != client_id:
+            raise UnknownTask(f"{what} from client {client_id} answers task {correlation_id}, which was issued to "
+                              "another client; not stored")
+        return task
+
+    async def announced_task(self, correlation_id: str, client_id: str, what: str, grace: float) -> Task:
+        """Like issued_task, but waits up to `grace` s for the task to become known: a client's own (autonomous)
+        inference streams its results at once, while the poll that announces the task may come seconds later."""
+        deadline = now() + grace
+        while True:
+            try:
+                return self.issued_task(correlation_id, client_id, what)
+            except UnknownTask:
+                remaining = deadline - now()
+                if not correlation_id or not client_id or correlation_id in self.tasks or remaining <= 0:
+                    raise
+            try:
+                await asyncio.wait_for(self._registered.wait(), remaining)
+            except TimeoutError:
+                pass
 
     def abort(self, task: Task, status: str = TaskStatus.INTERRUPTED.value) -> None:
         """Stop a task: a queued one is dropped, a delivered one is told on the client's next poll."""

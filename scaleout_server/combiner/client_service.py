@@ -1,10 +1,24 @@
 """The `scaleout.CombinerClient` servicer: what edge clients call.
 
 Translation only: identify the client, turn messages into store records for the controller's
-feed, and hand tasks and updates to the client manager and the rounds. Error codes follow the
-client contract: the official client drops a message answered with INVALID_ARGUMENT or NOT_FOUND
-and exits when a poll fails with anything but UNAVAILABLE/FAILED_PRECONDITION, so problems with
-a client's data are logged and answered with a normal Response.
+feed, and hand tasks and updates to the client manager and the rounds.
+
+Error codes follow the client contract. The published clients exit when a poll fails with anything
+but UNAVAILABLE/FAILED_PRECONDITION, so the polls answer those two only. The reports that answer a
+task are checked instead of trusted, because the published clients drop a message answered with
+NOT_FOUND or INVALID_ARGUMENT and go on with their other tasks (they retry only UNAVAILABLE and
+FAILED_PRECONDITION, which is why neither is used here):
+- an update, validation, prediction or inference result must answer a task this combiner issued to
+  that client (correlation id and client id; ClientManager.issued_task), else NOT_FOUND saying why,
+  and nothing is stored. Tasks live in memory, so those issued before a restart are unknown
+  afterwards (the round logic re-runs what they belonged to); an update whose round has ended is
+  NOT_FOUND too. A replay of an accepted report answers OK each time and is stored once;
+- a field the protocol defines as JSON (ModelUpdate.meta, ModelValidation.data, ModelPrediction.data,
+  InferenceResult.payload, ClientAnnounceRequest.parameters) that is not JSON is INVALID_ARGUMENT;
+- an Announce of an unknown type is INVALID_ARGUMENT.
+Other problems with a client's data (a model_update_id that cannot be a file name, an update
+without num_examples, malformed poll telemetry) are logged and answered with a normal Response
+that says why, as before: the round records the failed task either way.
 """
 
 from __future__ import annotations
@@ -21,7 +35,14 @@ from typing import Any
 
 import grpc
 
-from scaleout_server.combiner.client_manager import ClientManager, ClientState, Task
+from scaleout_server.combiner.client_manager import (
+    ClientManager,
+    ClientState,
+    MalformedReport,
+    Task,
+    UnknownTask,
+    report_json,
+)
 from scaleout_server.combiner.controller_link import EventLink
 from scaleout_server.combiner.rounds import Rounds
 from scaleout_server.store import records as r
@@ -33,6 +54,10 @@ from scaleoututil.protocol import MD_CLIENT, MD_CLIENT_ID, MD_NAME, MD_TELEMETRY
 log = logging.getLogger(__name__)
 
 STATUS_TASK_TYPES = {"MODEL_UPDATE": TaskType.MODEL_UPDATE.value, "MODEL_VALIDATION": TaskType.VALIDATION.value}
+ANNOUNCE_TYPES = {t.value for t in AnnounceType}
+# how long an inference result for a task not known yet waits for it: a client's own (autonomous) inference
+# streams results at once, the poll announcing the task may follow a poll interval later
+INFERENCE_TASK_GRACE = 15.0
 
 
 def server_version() -> str:
@@ -94,6 +119,9 @@ class RecentIds:
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._size = size
 
+    def __contains__(self, value: object) -> bool:
+        return value in self._ids
+
     def add(self, value: str) -> bool:
         """True when `value` is new."""
         if not value:
@@ -115,6 +143,7 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         self.link = link
         self.version = server_version()
         self._seen = RecentIds()
+        self.inference_task_grace = INFERENCE_TASK_GRACE  # read at start, so tests may shorten it
         clients.on_done = self._task_done
 
     # -- identity --------------------------------------------------------------------------
@@ -124,6 +153,13 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         if not client_id:
             return None
         return self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
+
+    @staticmethod
+    async def _refuse(context: grpc.aio.ServicerContext, problem: UnknownTask | MalformedReport) -> None:
+        """End the call with NOT_FOUND (no such task for this client) or INVALID_ARGUMENT (not JSON)."""
+        code = grpc.StatusCode.NOT_FOUND if isinstance(problem, UnknownTask) else grpc.StatusCode.INVALID_ARGUMENT
+        log.warning("refused a client report (%s): %s", code.name, problem)
+        await context.abort(code, str(problem))
 
     def _sender(self, state: ClientState | None, client_id: str = "") -> r.Sender:
         if state is None:
@@ -194,10 +230,17 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         md = metadata_of(context)
         client_id = md.get(MD_CLIENT_ID) or md.get(MD_CLIENT) or request.client_id
         kind = request.type
+        if kind not in ANNOUNCE_TYPES:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown announcement type {kind!r}: use one of "
+                                f"{', '.join(sorted(ANNOUNCE_TYPES))}")
+        try:
+            parameters = report_json(request.parameters, "ClientAnnounceRequest.parameters")
+        except MalformedReport as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if kind == AnnounceType.VERSION_CHECK:
             if client_id:
                 self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
-            client_version = (loads_lenient(request.parameters) or {}) if request.parameters else {}
+            client_version = parameters or {}
             version = client_version.get("client-version") if isinstance(client_version, dict) else None
             log.info("client %s (version %s) checked compatibility", client_id or "?", version or "?")
             return pb.Response(response=f"combiner version {self.version}",
@@ -206,11 +249,9 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             return pb.Response(response="no client id")
         if kind == AnnounceType.CONNECT:
             self.clients.connect(client_id, md.get(MD_NAME), peer_ip(context))
-        elif kind == AnnounceType.DISCONNECT:
+        else:  # DISCONNECT
             self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
             self.clients.disconnect(client_id)
-        else:
-            log.warning("client %s announced unknown type %r", client_id, kind)
         return pb.Response()
 
     async def SendHeartbeat(self, request: pb.Heartbeat, context: grpc.aio.ServicerContext) -> pb.Response:
@@ -229,34 +270,46 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
     async def SendModelUpdate(self, request: pb.ModelUpdate, context: grpc.aio.ServicerContext) -> pb.Response:
         state = self._client(context, request.client_id)
         client_id = state.client_id if state else request.client_id
-        note = self.rounds.receive_update(request, client_id, state.name if state else "")
+        try:
+            note = self.rounds.receive_update(request, client_id, state.name if state else "")
+        except (UnknownTask, MalformedReport) as exc:
+            await self._refuse(context, exc)
         return pb.Response(response=note)
 
     async def SendModelValidation(self, request: pb.ModelValidation, context: grpc.aio.ServicerContext
                                   ) -> pb.Response:
         state = self._client(context, request.client_id)
-        if request.correlation_id and not self._seen.add("validation:" + request.correlation_id):
+        client_id = state.client_id if state else request.client_id
+        try:
+            data = report_json(request.data, "ModelValidation.data")
+            task = self.clients.issued_task(request.correlation_id, client_id, "ModelValidation")
+        except (UnknownTask, MalformedReport) as exc:
+            await self._refuse(context, exc)
+        if not self._seen.add(f"validation:{task.correlation_id}"):
             return pb.Response(response="duplicate validation, already received")
-        task = self.clients.get_task(request.correlation_id)
-        data = loads_lenient(request.data)
         self.link.emit_record(r.ValidationRecord(
-            validation_id=str(uuid.uuid4()), model_id=request.model_id or (task.model_id if task else ""),
+            validation_id=str(uuid.uuid4()), model_id=request.model_id or task.model_id,
             data=data if isinstance(data, dict) else {"value": data}, sender=self._sender(state, request.client_id),
-            correlation_id=request.correlation_id or None,
-            session_id=request.session_id or (task.session_id if task else "") or None,
-            round_id=(task.round_id if task else "") or None, timestamp=timestamp_of(request)))
+            correlation_id=task.correlation_id, session_id=request.session_id or task.session_id or None,
+            round_id=task.round_id or None, timestamp=timestamp_of(request)))
         return pb.Response(response="validation received")
 
     async def SendModelPrediction(self, request: pb.ModelPrediction, context: grpc.aio.ServicerContext
                                   ) -> pb.Response:
         state = self._client(context, request.client_id)
-        task = self.clients.get_task(request.correlation_id)
-        prediction_id = (task.batch_id if task else "") or request.prediction_id or request.correlation_id
+        client_id = state.client_id if state else request.client_id
+        try:
+            data = report_json(request.data, "ModelPrediction.data")
+            task = self.clients.issued_task(request.correlation_id, client_id, "ModelPrediction")
+        except (UnknownTask, MalformedReport) as exc:
+            await self._refuse(context, exc)
+        if not self._seen.add(f"prediction:{task.correlation_id}:{request.prediction_id}"):
+            return pb.Response(response="duplicate prediction, already received")
         self.link.emit_record(r.PredictionRecord(
-            prediction_record_id=str(uuid.uuid4()), prediction_id=prediction_id,
-            model_id=request.model_id or (task.model_id if task else ""), sender=self._sender(state, request.client_id),
-            data=loads_lenient(request.data), correlation_id=request.correlation_id or None,
-            timestamp=timestamp_of(request)))
+            prediction_record_id=str(uuid.uuid4()),
+            prediction_id=task.batch_id or request.prediction_id or task.correlation_id,
+            model_id=request.model_id or task.model_id, sender=self._sender(state, request.client_id), data=data,
+            correlation_id=task.correlation_id, timestamp=timestamp_of(request)))
         return pb.Response(response="prediction received")
 
     async def SendModelMetric(self, request: pb.ModelMetric, context: grpc.aio.ServicerContext) -> pb.Response:
@@ -360,15 +413,29 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
 
     async def StreamInferenceResult(self, request_iterator: AsyncIterator[pb.InferenceResult],
                                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RecordAck]:
+        """Store each result of an inference task issued to (or announced by) the sender once, and ack it. A
+        result that is not JSON or answers no such task is acknowledged, not stored, and ends the stream with
+        INVALID_ARGUMENT / NOT_FOUND: the 1.1 client re-sends unacknowledged records on a new stream forever,
+        so the ack is what makes it drop the record, and the status says why it was dropped."""
         state = self._client(context)
         async for result in request_iterator:
-            if self._seen.add("inference:" + result.inference_result_id):
-                task = self.clients.get_task(result.inference_id)
-                sender = self._sender(state, result.node_id)
-                self.link.emit_record(r.PredictionRecord(
-                    prediction_record_id=result.inference_result_id or str(uuid.uuid4()),
-                    prediction_id=(task.batch_id if task else "") or result.inference_id,
-                    model_id=result.model_id or (task.model_id if task else ""), sender=sender,
-                    data={result.key: loads_lenient(result.payload)} if result.key else loads_lenient(result.payload),
-                    correlation_id=result.inference_id or None, timestamp=timestamp_of(result)))
+            key = f"inference:{result.inference_result_id}"
+            if result.inference_result_id and key in self._seen:
+                yield pb.RecordAck(record_ids=[result.inference_result_id])
+                continue
+            client_id = state.client_id if state else result.node_id
+            try:
+                payload = report_json(result.payload, "InferenceResult.payload")
+                task = await self.clients.announced_task(result.inference_id, client_id, "InferenceResult",
+                                                         self.inference_task_grace)
+            except (UnknownTask, MalformedReport) as exc:
+                yield pb.RecordAck(record_ids=[result.inference_result_id])
+                await self._refuse(context, exc)
+                return
+            self._seen.add(key)
+            self.link.emit_record(r.PredictionRecord(
+                prediction_record_id=result.inference_result_id or str(uuid.uuid4()),
+                prediction_id=task.batch_id or task.correlation_id, model_id=result.model_id or task.model_id,
+                sender=self._sender(state, result.node_id), data={result.key: payload} if result.key else payload,
+                correlation_id=task.correlation_id, timestamp=timestamp_of(result)))
             yield pb.RecordAck(record_ids=[result.inference_result_id])

@@ -24,7 +24,14 @@ from typing import Any
 from scaleout_server.aggregation.job import AggregationJob
 from scaleout_server.aggregation.registry import make_strategy
 from scaleout_server.aggregation.state import SessionStates
-from scaleout_server.combiner.client_manager import ClientManager, Task, now
+from scaleout_server.combiner.client_manager import (
+    ClientManager,
+    MalformedReport,
+    Task,
+    UnknownTask,
+    now,
+    report_json,
+)
 from scaleout_server.combiner.controller_link import EventLink
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
 from scaleout_server.store import records as r
@@ -408,7 +415,11 @@ class Rounds:
 
     # -- model updates (from SendModelUpdate) ----------------------------------------------
     def receive_update(self, msg: pb.ModelUpdate, client_id: str, client_name: str) -> str:
-        """Accept one ModelUpdate into its open round; returns a short note for the Response."""
+        """Accept one ModelUpdate into its open round; returns a short note for the Response.
+
+        Raises MalformedReport when `meta` is not a JSON object, UnknownTask when the update answers no task this
+        combiner issued to `client_id` or its round is no longer open; nothing is kept then (a known task of an
+        open round is marked failed). A replay of an accepted update answers OK again and is counted once."""
         uid = msg.model_update_id
         if not is_safe_id(uid):
             log.warning("client %s sent a ModelUpdate with an unusable model_update_id %r; ignored", client_id, uid)
@@ -416,25 +427,37 @@ class Rounds:
         if uid in self._seen_updates:
             return "duplicate update, already received"
         path = self.update_path(uid)
-        task = self.clients.get_task(msg.correlation_id)
-        group = self.open.get(task.group_id) if task is not None else None
-        if task is None or not isinstance(group, RoundState) or group.closed:
-            log.warning("update %s from client %s (correlation %s, round %s) arrived for a round that is not "
-                        "open on this combiner; ignored", uid, client_id, msg.correlation_id, msg.round_id)
+        meta_error = ""
+        try:
+            meta = report_json(msg.meta or "{}", "ModelUpdate.meta")
+            if not isinstance(meta, dict):
+                raise MalformedReport(f"ModelUpdate.meta must be a JSON object, not {type(meta).__name__}")
+        except MalformedReport as exc:
+            meta, meta_error = {}, f"update meta is not valid JSON: {exc}"
+        try:
+            task = self.clients.issued_task(msg.correlation_id, client_id, f"ModelUpdate {uid}")
+        except UnknownTask:
             path.unlink(missing_ok=True)
-            return "ignored: round not open"
-        self._remember_update(uid)
+            if meta_error:
+                raise MalformedReport(meta_error) from None
+            raise
+        group = self.open.get(task.group_id)
         cid = task.correlation_id
+        if not isinstance(group, RoundState) or group.closed:
+            log.warning("update %s from client %s (task %s, round %s) arrived for a round that is not open on this "
+                        "combiner; not used", uid, client_id, cid, task.round_id or msg.round_id)
+            path.unlink(missing_ok=True)
+            if meta_error:
+                raise MalformedReport(meta_error)
+            raise UnknownTask(f"ModelUpdate {uid} answers task {cid}, whose round {task.round_id or '?'} is no longer "
+                              "open on this combiner (it ended before the update arrived): the update is not used")
         if cid in group.updates or cid in group.rejected:
             log.warning("client %s sent a second update (%s) for task %s; ignored", client_id, uid, cid)
             path.unlink(missing_ok=True)
             return "ignored: task already has an update"
-        try:
-            meta = json.loads(msg.meta or "{}")
-            if not isinstance(meta, dict):
-                raise ValueError("meta is not a JSON object")
-        except ValueError as exc:
-            return self._reject(group, task, path, f"update meta is not valid JSON ({exc})")
+        if meta_error:
+            self._reject(group, task, path, meta_error)
+            raise MalformedReport(meta_error)
         training = meta.get("training_metadata")
         num = training.get("num_examples") if isinstance(training, dict) else None
         if isinstance(num, bool) or not isinstance(num, (int, float)) or not num > 0:
@@ -443,6 +466,7 @@ class Rounds:
         if not path.exists():
             return self._reject(group, task, path, f"model {uid} was not uploaded to this combiner before "
                                 "SendModelUpdate")
+        self._remember_update(uid)
         info = pb.UpdateInfo(client_id=client_id, model_update_id=uid, correlation_id=cid, num_examples=float(num),
                              meta=json.dumps(meta), client_name=client_name)
         accepted = Accepted(info=info, path=path)

@@ -147,7 +147,8 @@ def test_abort_session_ends_a_waiting_round_promptly(harness: Harness, clients: 
     assert wait_until(lambda: silent.interrupted and silent.interrupted[0][1] == "INTERRUPTED")
 
 
-def test_late_update_for_a_closed_round_is_ignored(harness: Harness, clients: list[SimClient]) -> None:
+def test_late_update_for_a_closed_round_is_not_found_and_not_stored(harness: Harness, clients: list[SimClient]
+                                                                      ) -> None:
     late = start(clients, harness, "slow", constant=5.0, behaviour="done-first", update_delay=2.5)
     outcome = harness.control.RunRound(spec(["slow"], timeout=20.0), timeout=30)  # grace 1.5 s < delay
     assert outcome.model_id == "" and list(outcome.updates) == []
@@ -155,6 +156,9 @@ def test_late_update_for_a_closed_round_is_ignored(harness: Harness, clients: li
     late.stop()
     assert list(updates_dir_for(harness.combiner.settings).glob("*.scm")) == []
     assert harness.events_of("update") == []
+    [refused] = [e for e in late.errors if isinstance(e, grpc.RpcError)]
+    assert refused.code() == grpc.StatusCode.NOT_FOUND
+    assert "no longer open" in refused.details() and "not used" in refused.details()
 
 
 def test_run_tasks_collects_a_custom_command_response(harness: Harness, clients: list[SimClient]) -> None:

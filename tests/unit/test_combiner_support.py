@@ -239,7 +239,10 @@ class SimClient:
 
     def _send_later(self, task: pb.TaskRequest, model: ScaleoutModel) -> None:
         time.sleep(self.update_delay)
-        self._send_update(task, model)
+        try:
+            self._send_update(task, model)
+        except grpc.RpcError as exc:  # e.g. NOT_FOUND for a round that ended meanwhile: the tests read `errors`
+            self.errors.append(exc)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -121,12 +121,14 @@ def test_upload_with_a_wrong_checksum_leaves_nothing_behind(harness: Harness, cl
     still_serving(harness, client)
 
 
-def test_model_update_for_an_unknown_model_and_task_is_ignored(harness: Harness, client: SimClient) -> None:
-    reply = client.stub.SendModelUpdate(pb.ModelUpdate(
-        client_id=client.client_id, model_id="no-such-model", model_update_id="never-uploaded",
-        correlation_id="no-such-task", meta=json.dumps({"training_metadata": {"num_examples": 1}})),
-        metadata=client.metadata, timeout=5)
-    assert reply.response.startswith("ignored")
+def test_model_update_for_an_unknown_model_and_task_is_not_found(harness: Harness, client: SimClient) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.SendModelUpdate(pb.ModelUpdate(
+            client_id=client.client_id, model_id="no-such-model", model_update_id="never-uploaded",
+            correlation_id="no-such-task", meta=json.dumps({"training_metadata": {"num_examples": 1}})),
+            metadata=client.metadata, timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-task" in err.value.details() and "did not issue" in err.value.details()
     assert not [u for u in harness.events_of("update") if u.get("update_id") == "never-uploaded"]
     still_serving(harness, client)
 
@@ -141,13 +143,16 @@ def test_bytes_that_are_not_a_protobuf_message_are_invalid_argument(harness: Har
 
 
 class BadMetaClient(SimClient):
-    """Trains and uploads normally, then reports the update with `meta` that is not JSON."""
+    """Trains and uploads normally, then reports the update with `meta` that is not JSON (and the task done)."""
 
     def _send_update(self, task: pb.TaskRequest, model: ScaleoutModel) -> None:
-        self.stub.SendModelUpdate(pb.ModelUpdate(
-            client_id=self.client_id, model_id=task.model_id, model_update_id=model.model_id,
-            correlation_id=task.correlation_id, round_id=task.round_id, session_id=task.session_id,
-            meta="{training_metadata: not json"), metadata=self.metadata)
+        try:
+            self.stub.SendModelUpdate(pb.ModelUpdate(
+                client_id=self.client_id, model_id=task.model_id, model_update_id=model.model_id,
+                correlation_id=task.correlation_id, round_id=task.round_id, session_id=task.session_id,
+                meta="{training_metadata: not json"), metadata=self.metadata)
+        except grpc.RpcError as exc:
+            self.errors.append(exc)
 
 
 def test_update_with_invalid_json_meta_fails_that_task_and_the_round_still_aggregates(harness: Harness) -> None:
@@ -161,6 +166,8 @@ def test_update_with_invalid_json_meta_fails_that_task_and_the_round_still_aggre
     finally:
         good.stop()
         bad.stop()
+    [refused] = bad.errors
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "ModelUpdate.meta" in refused.details()
     tasks = {t.client_id: t for t in outcome.tasks}
     assert tasks["bad-meta"].status == "FAILED"
     assert "not valid JSON" in tasks["bad-meta"].response
