@@ -1,9 +1,9 @@
 """Legacy dispatcher mode (`scaleout client start --dispatcher`): tasks run the project's command lines.
 
 Instead of importing `startup(client)`, the client registers train/validate/predict callbacks that write
-the task's model to a temporary folder, run `entry_points.<task>.command` from scaleout.yaml as a separate
-process (cwd = the project folder; see scaleout.project.commands for how the line is run) and read the
-results back from files, as the published clients' dispatcher does:
+the task's model to a temporary folder, run `entry_points.<task>.command` from scaleout.yaml through the shell
+with the file paths appended (cwd = the project folder; scaleout.project.commands says how the line is run)
+and read the results back from files, as the published clients' dispatcher does:
 
   train     <command> IN OUT   IN, IN-metadata (JSON client settings) -> OUT (the updated model, in the
                                helper's format) and OUT-metadata (JSON training metadata with num_examples)

@@ -1,22 +1,31 @@
 """Running a project's `command:` entry points as child processes (dispatcher tasks and `run build`).
 
-A command line is split with shlex and run without a shell (no pipes, `&&` or `$VAR`; wrap such
-lines in a script or in `bash -c '...'`). A leading `python` or `python3` means the interpreter that
-runs scaleout, so the scripts see the packages the client sees (scaleoututil, numpy, ...) whatever
-`python` is first on PATH; when that interpreter lives in a virtual environment, the child gets the
-environment "activated" (its bin folder first on PATH, VIRTUAL_ENV set). Other programs run as written.
+A command line runs through the shell, as the published clients run it (`bash -c`, /bin/sh where there is no
+bash), so `python train.py && python post.py`, pipes, redirections and `$VAR` work. The task's file paths
+(IN OUT) are appended to the line, exactly where the published client appends them; a line that refers to
+them itself as "$1" "$2" (or "$@") outside single quotes gets nothing appended, so a pipe can hand them to
+any of its stages. The child runs in the project folder with our environment; `python` and `python3`, where
+the shell looks them up, mean the interpreter that runs scaleout (a two-line shim folder first on PATH), so
+the scripts see the packages the client sees (scaleoututil, numpy, ...) whatever `python` is otherwise first
+on PATH; when that interpreter lives in a virtual environment, the child gets the environment "activated"
+(its bin folder on PATH, VIRTUAL_ENV set). A line that activates another environment itself wins.
 
 The child's stdout goes where ours goes; its stderr is copied to ours line by line and the last lines
-are kept, because they are what a user needs to see when a command fails on a remote client.
+are kept, because they are what a user needs to see when a command fails on a remote client. The shell and
+everything it starts share one process group, killed as a whole when the task is stopped.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -32,6 +41,11 @@ STDERR_TAIL_LINES = 20
 MAX_LINE_CHARS = 500  # a tail line longer than this is cut (progress bars write very long lines)
 TERMINATE_GRACE = 2.0  # seconds between SIGTERM and SIGKILL when a command is stopped
 PYTHON_NAMES = ("python", "python3")
+# "$1", "${2}", "$@", "$*" outside single quotes: the line places the task's file paths itself
+_POSITIONAL = re.compile(r"(?<!\\)\$(?:\{\s*)?[1-9@*]")
+_SINGLE_QUOTED = re.compile(r"'[^']*'")
+SHELL_EXIT_HINTS = {126: " (the shell found the program but cannot execute it: check its permissions)",
+                    127: " (the shell found no such program: check its name and PATH)"}
 
 
 class CommandStopped(Exception):
@@ -59,7 +73,8 @@ class CommandResult:
             except ValueError:
                 name = str(-self.returncode)
             return f"was killed by signal {name}"
-        return f"exited with code {self.returncode}"
+        hint = SHELL_EXIT_HINTS.get(self.returncode, "")
+        return f"exited with code {self.returncode}{hint}"
 
     def tail_text(self) -> str:
         """The stderr tail as an indented block for error messages (says so when there was none)."""
@@ -69,42 +84,80 @@ class CommandResult:
         return f"Last {len(self.stderr_tail)} line(s) of its stderr:\n{lines}"
 
 
-def parse_command(command: str, python: str | None = None) -> list[str]:
-    """Split a `command:` line into argv; a leading python/python3 becomes `python` (default: this interpreter).
+def shell_argv(command: str, name: str = "command") -> list[str]:
+    """The argv that runs a `command:` line through the shell; arguments appended to it reach the line as
+    "$@" (appended to its end unless it uses positional parameters itself, see the module docstring).
 
-    ValueError for a line that is empty or has unbalanced quotes.
+    ValueError, with the shell's complaint, for a line that is empty or that the shell cannot parse.
     """
-    try:
-        argv = shlex.split(command)
-    except ValueError as exc:
-        raise ValueError(f"cannot split command line {command!r}: {exc}") from exc
-    if not argv:
+    if not command.strip():
         raise ValueError("the command line is empty")
-    if argv[0] in PYTHON_NAMES:
-        argv[0] = python or sys.executable
-    return argv
+    if os.name == "nt":  # the published client's Windows form; arguments are appended by the caller
+        return ["cmd", "/c", command]
+    shell = shutil.which("bash") or "/bin/sh"
+    script = command if uses_positional_args(command) else f'{command} "$@"'
+    check = subprocess.run([shell, "-n", "-c", script], capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+    if check.returncode != 0:
+        why = check.stderr.strip().splitlines()[-1:] or [f"{shell} -n exited with code {check.returncode}"]
+        raise ValueError(f"the shell cannot parse {command!r}: {why[0]}")
+    return [shell, "-c", script, f"scaleout-{name}"]
+
+
+def uses_positional_args(command: str) -> bool:
+    """True when the line refers to its arguments ("$1", "${2}", "$@", "$*") outside single quotes."""
+    return bool(_POSITIONAL.search(_SINGLE_QUOTED.sub("", command)))
 
 
 def entry_point_argv(project: ProjectConfig, name: str) -> list[str]:
-    """The argv of dispatcher entry point `name` (ProjectConfig.command split by parse_command); ProjectError
-    naming the project file and key when the project lacks it or its line cannot be split."""
+    """The shell argv of dispatcher entry point `name` (ProjectConfig.command through shell_argv); ProjectError
+    naming the project file and key when the project lacks it or the shell cannot parse its line."""
     try:
-        return parse_command(project.command(name))
+        return shell_argv(project.command(name), name)
     except ValueError as exc:
         raise ProjectError(f"{project.project_file}: entry_points.{name}.command: {exc}") from exc
 
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment, with the running interpreter's virtual environment activated, plus `extra`."""
+    """Our environment, with `python`/`python3` meaning this interpreter and its virtual environment (if any)
+    activated, plus `extra`."""
     env = dict(os.environ)
-    if in_virtualenv():  # running inside a venv: let scripts' own `python`/`pip` find it too
-        bin_dir = str(Path(sys.executable).parent)
-        path = env.get("PATH", "")
-        if path.split(os.pathsep)[:1] != [bin_dir]:
-            env["PATH"] = os.pathsep.join(p for p in (bin_dir, path) if p)
+    first: list[str] = []
+    shim = python_shim_dir()
+    if shim is not None:
+        first.append(shim)
+    if in_virtualenv():  # running inside a venv: let scripts' own `pip` and tools find it too
+        first.append(str(Path(sys.executable).parent))
         env["VIRTUAL_ENV"] = sys.prefix
+    rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p not in first]
+    env["PATH"] = os.pathsep.join([*first, *rest])
     env.update(extra or {})
     return env
+
+
+_shim_lock = threading.Lock()
+_shim_dir: str | None = None
+
+
+def python_shim_dir() -> str | None:
+    """A folder (made once per process, removed at exit) whose `python` and `python3` exec this interpreter;
+    None on Windows or when it cannot be made (then PATH decides, as for the published client)."""
+    global _shim_dir
+    if os.name == "nt":
+        return None
+    with _shim_lock:
+        if _shim_dir is None or not os.path.isdir(_shim_dir):
+            try:
+                folder = tempfile.mkdtemp(prefix="scaleout-python-")
+                for name in PYTHON_NAMES:
+                    shim = Path(folder) / name
+                    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n', encoding="utf-8")
+                    shim.chmod(0o755)
+            except OSError:
+                return None
+            atexit.register(shutil.rmtree, folder, True)
+            _shim_dir = folder
+        return _shim_dir
 
 
 def run_command(argv: Sequence[str], cwd: Path, *, env: Mapping[str, str] | None = None,

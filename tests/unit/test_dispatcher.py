@@ -24,7 +24,7 @@ from scaleout.client.registration import RegistrationError
 from scaleout.client.runtime import ClientConfig, ClientRuntime
 from scaleout.client.tasks import StoppedException, Task, TaskContext, TaskExecutor, TaskFailed, activate
 from scaleout.project.build import run_build
-from scaleout.project.commands import STDERR_TAIL_LINES, parse_command
+from scaleout.project.commands import STDERR_TAIL_LINES, shell_argv, uses_positional_args
 from scaleout.project.config import ProjectConfig, ProjectError, load_project
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.model import ScaleoutModel
@@ -168,10 +168,11 @@ def test_validate_output_that_breaks_the_contract_fails_the_task(tmp_path: Path,
         dispatcher.validate(model_of())
 
 
-def test_command_that_cannot_be_started_fails_with_the_reason(tmp_path: Path) -> None:
+def test_command_that_cannot_be_started_fails_with_the_shells_reason(tmp_path: Path) -> None:
     text = COMMANDS_YAML.replace("python train.py", "./no-such-program")
     dispatcher = Dispatcher(load_project(make_project(tmp_path / "c", text)))
-    with pytest.raises(TaskFailed, match="cannot run the train command './no-such-program'"):
+    with pytest.raises(TaskFailed, match="(?s)the train command './no-such-program' exited with code 127 "
+                                         r"\(the shell found no such program.*no-such-program: No such file"):
         dispatcher.train(model_of(), {})
 
 
@@ -213,14 +214,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_parse_command_splits_like_a_shell_and_uses_this_interpreter_for_python() -> None:
-    assert parse_command("python train.py --lr 0.1") == [sys.executable, "train.py", "--lr", "0.1"]
-    assert parse_command("python3 'my script.py'") == [sys.executable, "my script.py"]
-    assert parse_command("bash run.sh") == ["bash", "run.sh"]
-    with pytest.raises(ValueError, match="cannot split"):
-        parse_command("python 'unclosed")
+def test_shell_argv_appends_the_paths_unless_the_line_places_them_and_refuses_what_the_shell_cannot_parse(
+        ) -> None:
+    argv = shell_argv("python train.py && python post.py", "train")
+    assert argv[1:] == ["-c", 'python train.py && python post.py "$@"', "scaleout-train"]
+    assert shell_argv('python a.py "$1" | python b.py "$2"')[2] == 'python a.py "$1" | python b.py "$2"'
+    assert uses_positional_args('x "${2}"') and uses_positional_args("x $@")
+    assert not uses_positional_args("python t.py | awk '{print $1}'")  # single-quoted: awk's, not ours
+    assert not uses_positional_args(r"echo \$1")
+    with pytest.raises(ValueError, match="the shell cannot parse \"python 'unclosed\""):
+        shell_argv("python 'unclosed")
     with pytest.raises(ValueError, match="empty"):
-        parse_command("   ")
+        shell_argv("   ")
 
 
 # -- scaleout.yaml ------------------------------------------------------------------------------
@@ -233,7 +238,7 @@ def test_dispatcher_project_loads_without_a_startup_file(project: ProjectConfig)
 @pytest.mark.parametrize(("entry", "expected"), [
     ("  predict:\n    command: python predict.py\n", "declares no entry_points.train: dispatcher mode"),
     ("  train: train.py\n", "entry_points.train is str 'train.py', but dispatcher mode.*needs a mapping"),
-    ("  train:\n    command: python 'train.py\n", "entry_points.train.command: cannot split"),
+    ("  train:\n    command: python 'train.py\n", "entry_points.train.command: the shell cannot parse"),
 ])
 def test_missing_or_unusable_train_entry_point_is_an_error_naming_file_and_key(tmp_path: Path, entry: str,
                                                                                expected: str) -> None:
