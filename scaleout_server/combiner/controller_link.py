@@ -242,15 +242,16 @@ class ControllerLink(EventLink):
         attempt = 0
         while True:
             attempt += 1
+            tried, move_on = self.url, False
             try:
-                resp = await self._client.post(f"{self.url}/api/v1/combiners/", json=body, headers=self._headers)
+                resp = await self._client.post(f"{tried}/api/v1/combiners/", json=body, headers=self._headers)
             except httpx.HTTPError as exc:
                 if _untrusted_certificate(exc):
                     raise RuntimeError(f"the controller's TLS certificate at {self.url} is not trusted ({exc}); set "
                                        "tls_ca_file (--tls-ca-file / SCALEOUT_TLS_CA_FILE) to the CA file that "
                                        "signed it") from exc
                 problem = f"not reachable ({type(exc).__name__}: {exc})"
-                self._next_controller(problem)
+                move_on = True
             else:
                 if resp.status_code < 300:
                     reply = resp.json()
@@ -264,8 +265,7 @@ class ControllerLink(EventLink):
                     return reply
                 if resp.status_code in (408, 429) or resp.status_code >= 500:
                     problem = f"answered {resp.status_code}"
-                    if resp.status_code == 503:
-                        self._next_controller(problem)
+                    move_on = resp.status_code == 503  # a standby, or a controller shutting down
                 else:
                     hint = TOKEN_HINT if resp.status_code in (401, 403) else "check controller_url"
                     raise RuntimeError(f"controller at {self.url} refused the combiner registration "
@@ -275,7 +275,11 @@ class ControllerLink(EventLink):
                                    f"{attempt} attempts")
             # a controller starting alongside (scaleout server start) is normal for a few seconds
             level = logging.INFO if time.monotonic() - started < QUIET_REGISTRATION_SECONDS else logging.WARNING
-            log.log(level, "controller at %s %s; retrying registration in %.1fs (attempt %d)", self.url, problem,
+            if move_on and len(self.urls) > 1:
+                self._next_controller(problem)
+                if self._current != 0:
+                    continue  # the next address at once; a pause after each pass over the list
+            log.log(level, "controller at %s %s; retrying registration in %.1fs (attempt %d)", tried, problem,
                     delay, attempt)
             await asyncio.sleep(delay)
             # several controllers: a take-over is a matter of seconds, so keep the back-off short

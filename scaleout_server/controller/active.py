@@ -22,6 +22,7 @@ then releases the lease, and the standby (or the next start) resumes the session
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -94,8 +95,9 @@ class StandbyGate:
         if path == HEALTH_PATH:
             await _answer(send, 200, None, text="OK")
             return
-        await _answer(send, 503, {"message": f"this controller is a standby; {self._describe_active()}",
-                                  "state": "standby"}, retry_after=True)
+        who = await asyncio.to_thread(self._describe_active)  # a database query: not on the event loop
+        await _answer(send, 503, {"message": f"this controller is a standby; {who}", "state": "standby"},
+                      retry_after=True)
 
 
 async def _answer(send: Send, status: int, body: dict[str, Any] | None, text: str = "",

@@ -109,14 +109,20 @@ class CombinerRegistry:
         _, found = self.store.combiners.list(ListQuery(filters={"name": name}, limit=1))
         if found:
             record = found[0]
+            before = (combiner_address(record), record.grpc_secure)
             record.host, record.port, record.public_hostname = host, int(port), public_hostname
             record.status, record.last_seen, record.grpc_secure = "online", now, grpc_secure
             record = self.store.combiners.update(record)
+            # a new address or TLS needs a new channel; the same ones keep it, so that a combiner registering
+            # again (following a controller that took over, or after a restart: gRPC reconnects on its own)
+            # does not cancel the RunRound in flight on it
+            if before != (combiner_address(record), record.grpc_secure):
+                self.invalidate(record.combiner_id)
         else:
             record = self.store.combiners.add(r.CombinerRecord(
                 combiner_id=r.new_id(), name=name, host=host, port=int(port), public_hostname=public_hostname,
                 status="online", last_seen=now, grpc_secure=grpc_secure))
-        self.invalidate(record.combiner_id)
+            self.invalidate(record.combiner_id)
         log.info("combiner %s (%s) registered at %s", name, record.combiner_id, combiner_address(record))
         return record
 
