@@ -449,8 +449,9 @@ class Rounds:
             path.unlink(missing_ok=True)
             if meta_error:
                 raise MalformedReport(meta_error)
-            raise UnknownTask(f"ModelUpdate {uid} answers task {cid}, whose round {task.round_id or '?'} is no longer "
-                              "open on this combiner (it ended before the update arrived): the update is not used")
+            raise UnknownTask(f"ModelUpdate {uid} from client {client_id} answers task {cid}, whose round "
+                              f"{task.round_id or '?'} is no longer open on this combiner (it ended before the update "
+                              "arrived): the update is not used")
         if cid in group.updates or cid in group.rejected:
             log.warning("client %s sent a second update (%s) for task %s; ignored", client_id, uid, cid)
             path.unlink(missing_ok=True)

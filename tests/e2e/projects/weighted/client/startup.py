@@ -5,6 +5,8 @@ E2E_NUM_EXAMPLES num_examples reported by train (default 1)
 E2E_TRAIN_STEPS  training iterations, each logging a metric and checking for abort (default 3)
 E2E_STEP_SECONDS sleep per iteration (default 0)
 E2E_TRAIN_FAIL   when set, train raises
+E2E_LATE_ONCE_SECONDS  the first train sleeps this long after training, without checking for abort, so its
+                 update arrives after its round ended (default 0)
 E2E_MARKER_DIR   folder where callbacks drop marker files the tests read
 """
 
@@ -56,6 +58,10 @@ class TestClient:
         except Exception as exc:
             _marker(f"train-aborted-{os.getpid()}", {"error": type(exc).__name__})
             raise
+        late = float(os.environ.get("E2E_LATE_ONCE_SECONDS", "0"))
+        if late and not getattr(self, "was_late", False):
+            self.was_late = True
+            time.sleep(late)
         new_params = [p + self.constant for p in params]
         return ScaleoutModel.from_model_params(new_params, helper=helper), {
             "training_metadata": {"num_examples": self.num_examples},
