@@ -21,7 +21,7 @@ from scaleout_server.auth.authority import Authority, TokenRefused
 from scaleout_server.auth.bearer import refusal, token_from_header
 from scaleout_server.auth.jwt import InvalidToken
 from scaleout_server.auth.rest import Forbidden, authority_of
-from scaleout_server.auth.tokens import CREATABLE, Role, parse_duration
+from scaleout_server.auth.tokens import CREATABLE, MAX_EXPIRY_S, Role, parse_duration
 from scaleout_server.errors import Conflict, InvalidInput, NotFoundError, ServerError
 
 router = APIRouter(tags=["auth"])
@@ -47,7 +47,7 @@ class EnrollRequest(BaseModel):
 class EnrollmentTokenRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str | None = None
-    expires_in_hours: float | None = Field(default=24.0, gt=0)
+    expires_in_hours: float | None = Field(default=24.0, gt=0, le=MAX_EXPIRY_S / 3600)
 
 
 class TokenCreate(BaseModel):

@@ -124,6 +124,9 @@ def check_subject(value: str, what: str) -> str:
     return value
 
 
+MAX_EXPIRY_S = 100 * 365 * 86400  # longer lifetimes: use "never"
+
+
 def parse_duration(text: str | None) -> float | None:
     """`90s`, `15m`, `24h`, `30d`, `1w` -> seconds; `never`/`none`/`0` -> None (no expiry)."""
     if text is None:
@@ -138,4 +141,7 @@ def parse_duration(text: str | None) -> float | None:
     seconds = float(match.group(1)) * unit
     if seconds <= 0:
         return None
+    if seconds > MAX_EXPIRY_S:  # an expiry past year 9999 cannot be stored or shown as a date
+        raise ValueError(f"invalid duration {text!r}: at most {MAX_EXPIRY_S // (365 * 86400)} years; "
+                         "use never for a token that does not expire")
     return seconds
