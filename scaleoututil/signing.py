@@ -9,6 +9,9 @@ What is signed is the statement `scaleout-package-sha256:<hex digest of the arch
 size is verified from the digest the client computes anyway while downloading. Keys are PEM files (PKCS#8
 private key, SubjectPublicKeyInfo public key); a signature travels as base64 text, next to the archive in
 `<archive>.sig` and with the package record on the server.
+
+Verifying (the edge client) needs no third-party package (scaleoututil.ed25519); creating keys and signing
+use `cryptography`, which the `signing` and `server` extras install.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import base64
 import binascii
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
+from scaleoututil import ed25519
 from scaleoututil.checksum import sha256_file
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 STATEMENT_PREFIX = b"scaleout-package-sha256:"
 SIGNATURE_SUFFIX = ".sig"
@@ -37,9 +41,22 @@ class SignatureMismatch(SigningError):
     """The signature is well-formed but does not match the package and key."""
 
 
+def _cryptography() -> None:
+    """Fail with what to install when signing is asked for on an edge install."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError as exc:
+        raise SigningError("creating keys and signing packages needs the 'cryptography' package: "
+                           "pip install 'scaleout-edge-open[signing]'") from exc
+
+
 def create_keypair(private_path: str | os.PathLike[str], public_path: str | os.PathLike[str], *,
                    overwrite: bool = False) -> None:
     """Write a new Ed25519 key pair: the private key readable by the owner only."""
+    _cryptography()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private_file, public_file = Path(private_path), Path(public_path)
     for path in (private_file, public_file):
         if path.exists() and not overwrite:
@@ -59,6 +76,10 @@ def create_keypair(private_path: str | os.PathLike[str], public_path: str | os.P
 
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     data = _read(path, "private key")
+    _cryptography()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -70,16 +91,15 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+def load_public_key(path: str | os.PathLike[str]) -> ed25519.PublicKey:
     data = _read(path, "public key")
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+        return ed25519.public_key_from_pem(data)
+    except ed25519.BadKey as exc:
+        raise SigningError(f"{path}: {exc}") from exc
+    except ValueError as exc:
         raise SigningError(f"{path} is not a PEM public key ({exc}); use the .pub file written by "
                            "`scaleout keys create`") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise SigningError(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
-    return key
 
 
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
@@ -109,12 +129,12 @@ def decode_signature(signature: str) -> bytes:
     return raw
 
 
-def verify_checksum(sha256_hex: str, signature: str, key: Ed25519PublicKey) -> None:
+def verify_checksum(sha256_hex: str, signature: str, key: ed25519.PublicKey) -> None:
     """Raise SignatureMismatch unless `signature` signs this SHA-256 with the private half of `key`."""
     raw = decode_signature(signature)
     try:
         key.verify(raw, statement(sha256_hex))
-    except InvalidSignature as exc:
+    except ed25519.BadSignature as exc:
         raise SignatureMismatch("the signature does not match: the package was altered after it was signed, "
                                 "or it was signed with another key") from exc
 
