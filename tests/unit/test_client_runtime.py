@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -14,14 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from scaleout.cli.main import cli
-from scaleout.client.registration import RegistrationError
+from scaleout.client.registration import EXIT_PACKAGE_REJECTED, RegistrationError
 from scaleout.client.runtime import ClientConfig, ClientRuntime, decide_tls
 from scaleoututil.grpc import scaleout_pb2 as pb
+from tests.conftest import free_port
 from tests.unit.test_client_fakes import (
     FakeCombiner,
     FakeController,
     HttpReply,
     assignment,
+    package_bytes,
     running_combiner,
     running_controller,
     wait_until,
@@ -160,3 +163,60 @@ def test_cli_reads_the_init_file_and_exits_nonzero_with_the_servers_message(tmp_
 def test_cli_refuses_local_and_remote_package_together() -> None:
     result = CliRunner().invoke(cli, ["client", "start", "-u", "http://x", "--local-package", "--remote-package"])
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def start_in_thread(runtime: ClientRuntime) -> tuple[threading.Thread, list[int]]:
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(runtime.run()), daemon=True)
+    runner.start()
+    return runner, result
+
+
+def test_start_waits_for_a_combiner_that_is_down_and_serves_once_it_is_up(tmp_path: Path) -> None:
+    write_project(tmp_path / "client")
+    port = free_port()
+    with running_controller(FakeController({ADD: [assignment(port)]})) as url:
+        config = ClientConfig(api_url=url, name="site-a", local_package=True, workdir=tmp_path, failover_after=0)
+        runtime = ClientRuntime(config, echo=lambda text: None)
+        runner, result = start_in_thread(runtime)
+        try:
+            assert not runtime.started.wait(6)  # VersionCheck refused for longer than the old 8 attempts' first 6 s
+            with running_combiner(port=port) as (combiner, _):
+                assert runtime.started.wait(40)
+                combiner.enqueue(echo_task("t-late"))
+                assert wait_until(lambda: combiner.done_report("t-late"), timeout=10)
+        finally:
+            runtime.stop()
+            runner.join(10)
+    assert result == [0]
+
+
+def test_a_package_download_that_fails_for_now_is_tried_again(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "source" / "client")
+    archive = package_bytes(project)
+    checksum = hashlib.sha256(archive).hexdigest()
+    busy = HttpReply(503, {"message": "restarting"})
+    fake = FakeController({ADD: [assignment(1)], "GET /api/v1/packages/checksum": [busy, HttpReply(200, {
+        "checksum": checksum})], "GET /api/v1/packages/download": [busy, HttpReply(200, archive, {
+            "Content-Disposition": "attachment; filename=package.tgz"})]})
+    work = tmp_path / "work"
+    with running_controller(fake) as url:
+        runtime = ClientRuntime(ClientConfig(api_url=url, workdir=work), echo=lambda text: None)
+        runtime.api_url = url
+        project_config = runtime._load_project()
+    assert project_config.path.is_relative_to(work / ".scaleout" / "packages" / checksum)
+    assert len(fake.calls("GET /api/v1/packages/download")) == 2  # 503, then the package
+
+
+def test_a_package_that_fails_its_checksum_stops_start_with_exit_code_5(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the client's folder: packages are kept under ./.scaleout
+    archive = package_bytes(write_project(tmp_path / "source" / "client"))
+    fake = FakeController({ADD: [assignment(1)], "GET /api/v1/packages/checksum": [HttpReply(200, {
+        "checksum": "0" * 64})], "GET /api/v1/packages/download": [HttpReply(200, archive, {
+            "Content-Disposition": "attachment; filename=package.tgz"})]})
+    with running_controller(fake) as url:
+        result = CliRunner().invoke(cli, ["client", "start", "-u", url, "--log-level", "ERROR"],
+                                    catch_exceptions=False)
+    assert result.exit_code == EXIT_PACKAGE_REJECTED == 5
+    assert "corrupt or was tampered with" in result.output
