@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scaleout.client.edge_client import EdgeClient
+from scaleout.client.registration import StartupInterrupted
 from scaleout.client.runtime import ClientConfig, ClientRuntime
 from scaleoututil.partitioning import Partition
 
@@ -91,6 +92,7 @@ class VirtualClientHost:
         self.spec = spec
         self.runtimes: list[ClientRuntime] = []
         self._gate = threading.Semaphore(max(1, spec.parallel))
+        self._starting: ClientRuntime | None = None  # start() waits for the server as long as it takes
 
     def start(self) -> int:
         """Register and connect every client of the slice; returns how many are running."""
@@ -105,10 +107,21 @@ class VirtualClientHost:
             _point_at_project(workdir, Path(spec.project))
             runtime = ClientRuntime(config, GatedEdgeClient(Partition(index, spec.total), self._gate),
                                     echo=logger.debug)
-            runtime.start()
+            self._starting = runtime
+            try:
+                runtime.start()
+            finally:
+                self._starting = None
             self.runtimes.append(runtime)
             logger.info("virtual client %s started (partition %d of %d)", name, index, spec.total)
         return len(self.runtimes)
+
+    def interrupt(self) -> None:
+        """End the wait of a client still starting (its start() raises StartupInterrupted); safe in a signal
+        handler."""
+        starting = self._starting
+        if starting is not None:
+            starting.stop("simulation ended")
 
     def stop(self) -> None:
         """Stop every client: running tasks are aborted and reported, then each says Disconnect."""
@@ -154,14 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-
     host = VirtualClientHost(HostSpec(api_url=args.api_url, project=args.project, work=args.work,
                                       indices=parse_indices(args.indices), total=args.total,
                                       parallel=args.parallel, token=os.environ.get("SCALEOUT_AUTH_TOKEN")))
+
+    def on_signal(*_: Any) -> None:
+        stop.set()
+        host.interrupt()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     try:
-        started = host.start()
+        try:
+            started = host.start()
+        except StartupInterrupted:
+            return 0
         print(f"READY {started}", flush=True)
         while not stop.wait(1.0):
             pass
