@@ -9,12 +9,20 @@ Objects are `<prefix><namespace>/<key>` in one bucket, which is created when mis
   new offset, pinned to the ETag read at open, so a concurrent replacement cannot mix two versions.
 - Failures become RepositoryUnavailable (endpoint unreachable) or RepositoryAccessDenied (credentials,
   permissions) with the setting to check in the message.
+- An endpoint that stops answering (an object store restarting) is retried with back-off and jitter for
+  up to `unavailable_wait` seconds per call (60 s), with one log line when it goes away and one when it
+  is back, before RepositoryUnavailable is raised: a round whose combiner stores its model during a
+  short outage waits instead of failing. Opening the repository is not retried: a wrong endpoint at
+  start fails at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -48,11 +56,16 @@ MAX_PARTS = 10_000  # S3's maximum number of parts per upload
 DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
+UNAVAILABLE_WAIT_S = 60.0  # how long one call waits for an unreachable endpoint to come back
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+_BUSY = {"ServiceUnavailable", "SlowDown", "503"}  # the store is up but not serving yet: as unreachable
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
            "InvalidSecurity", "AuthorizationHeaderMalformed", "403", "Forbidden"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class S3Repository(ModelRepository):
@@ -65,7 +78,8 @@ class S3Repository(ModelRepository):
 
     def __init__(self, bucket: str, endpoint_url: str | None = None, region: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None, prefix: str = "",
-                 part_size: int = PART_SIZE, create_bucket: bool = True) -> None:
+                 part_size: int = PART_SIZE, create_bucket: bool = True,
+                 unavailable_wait: float = UNAVAILABLE_WAIT_S) -> None:
         if not bucket:
             raise ValueError("an S3 repository needs a bucket name (setting s3_bucket / SCALEOUT_S3_BUCKET)")
         if bool(access_key) != bool(secret_key):
@@ -77,6 +91,7 @@ class S3Repository(ModelRepository):
         self.endpoint_url = endpoint_url or None
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.part_size = part_size
+        self.unavailable_wait = unavailable_wait
         session = _new_session()
         self.region = region or session.region_name or DEFAULT_REGION
         config = Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, max_pool_connections=32,
@@ -110,6 +125,9 @@ class S3Repository(ModelRepository):
             ) from None
         except ClientError as exc:
             code, message = _code(exc), _message(exc)
+            if code in _BUSY:
+                raise RepositoryUnavailable(f"the S3 endpoint {self._where} is not serving {action} yet: {code} "
+                                            f"({message})") from None
             if code in _DENIED:
                 raise RepositoryAccessDenied(
                     f"the S3 endpoint {self._where} refused {action}: {code} ({message}). Check s3_access_key / "
@@ -123,8 +141,36 @@ class S3Repository(ModelRepository):
             raise RepositoryError(f"S3 {action} failed at {self._where}: {exc}") from None
 
     def _call(self, action: str, fn: Callable[..., T], **kwargs: Any) -> T:
-        with self._errors(action):
-            return fn(**kwargs)
+        def once() -> T:
+            with self._errors(action):
+                return fn(**kwargs)
+
+        return self._retrying(action, once)
+
+    def _retrying(self, action: str, once: Callable[[], T]) -> T:
+        """`once()`, again after a growing, jittered pause while it raises RepositoryUnavailable, until
+        `unavailable_wait` seconds have passed (then the last error). Every call here is idempotent: a
+        whole PUT of one part, a GET, a HEAD or a DELETE."""
+        deadline = time.monotonic() + self.unavailable_wait
+        pause = RETRY_FIRST_S
+        failed_since: float | None = None
+        while True:
+            try:
+                result = once()
+            except RepositoryUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                if failed_since is None:
+                    failed_since = time.monotonic()
+                    log.warning("%s; retrying for up to %.0f s", exc, left)
+                time.sleep(min(left, pause * random.uniform(0.5, 1.0)))
+                pause = min(pause * 2, RETRY_MAX_S)
+                continue
+            if failed_since is not None:
+                log.warning("the S3 endpoint %s answers again (%s, after %.1f s)", self._where, action,
+                            time.monotonic() - failed_since)
+            return result
 
     def _ensure_bucket(self, create: bool) -> None:
         """Fail at start, with a clear message, rather than at the first model upload."""
@@ -199,24 +245,31 @@ class S3Repository(ModelRepository):
 
     def open(self, namespace: str, key: str) -> BinaryIO:
         name = self._name(namespace, key)
-        with self._errors(f"downloading {name}"):
-            try:
-                answer = self._client.get_object(Bucket=self.bucket, Key=name)
-            except ClientError as exc:
-                if _code(exc) in _MISSING:
-                    raise BlobNotFound(f"{namespace}/{key}") from None
-                raise
+
+        def once() -> dict[str, Any]:
+            with self._errors(f"downloading {name}"):
+                try:
+                    return self._client.get_object(Bucket=self.bucket, Key=name)
+                except ClientError as exc:
+                    if _code(exc) in _MISSING:
+                        raise BlobNotFound(f"{namespace}/{key}") from None
+                    raise
+
+        answer = self._retrying(f"downloading {name}", once)
         reader = _ObjectReader(self, name, answer)
         return io.BufferedReader(reader, buffer_size=CHUNK_SIZE)  # type: ignore[return-value]
 
     def _head(self, name: str) -> dict[str, Any] | None:
-        with self._errors(f"looking up {name}"):
-            try:
-                return self._client.head_object(Bucket=self.bucket, Key=name)
-            except ClientError as exc:
-                if _code(exc) in _MISSING:
-                    return None
-                raise
+        def once() -> dict[str, Any] | None:
+            with self._errors(f"looking up {name}"):
+                try:
+                    return self._client.head_object(Bucket=self.bucket, Key=name)
+                except ClientError as exc:
+                    if _code(exc) in _MISSING:
+                        return None
+                    raise
+
+        return self._retrying(f"looking up {name}", once)
 
     def exists(self, namespace: str, key: str) -> bool:
         return self._head(self._name(namespace, key)) is not None
@@ -278,13 +331,16 @@ class _ObjectReader(io.RawIOBase):
         kwargs: dict[str, Any] = {"Bucket": self._repo.bucket, "Key": self._name, "Range": f"bytes={self._pos}-"}
         if self._etag:
             kwargs["IfMatch"] = self._etag
-        with self._repo._errors(f"downloading {self._name}"):
-            try:
-                answer = self._repo._client.get_object(**kwargs)
-            except ClientError as exc:
-                if _code(exc) in ("PreconditionFailed", "412"):
-                    raise OSError(f"{self._name} was replaced while being read; open it again") from None
-                raise
+        def once() -> dict[str, Any]:
+            with self._repo._errors(f"downloading {self._name}"):
+                try:
+                    return self._repo._client.get_object(**kwargs)
+                except ClientError as exc:
+                    if _code(exc) in ("PreconditionFailed", "412"):
+                        raise OSError(f"{self._name} was replaced while being read; open it again") from None
+                    raise
+
+        answer = self._repo._retrying(f"downloading {self._name}", once)
         self._body = answer["Body"]
         self._body_pos = self._pos
 

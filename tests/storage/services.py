@@ -73,6 +73,8 @@ class PostgresServer:
     port: int
     root: Path
     _created: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)  # how it was started: restart() runs it again
+    user: str | None = None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{PG_USER}@{self.host}:{self.port}/{database}"
@@ -93,6 +95,17 @@ class PostgresServer:
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGINT, timeout=15)  # SIGINT: PostgreSQL's "fast" shutdown
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server (open connections are cut), wait `down_for` seconds, start it again on the
+        same port and data: what a database restart looks like to the processes using it."""
+        self.stop()
+        time.sleep(down_for)
+        log_path = self.root / "postgres.log"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, user=self.user, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        _wait_for_postgres(self, log_path)
 
 
 def start_postgres(root: Path, host: str = "127.0.0.1", port: int = 0) -> PostgresServer:
@@ -116,15 +129,14 @@ def start_postgres(root: Path, host: str = "127.0.0.1", port: int = 0) -> Postgr
     if init.returncode != 0:
         raise ServiceError(f"initdb failed ({init.returncode}): {init.stderr.strip() or init.stdout.strip()}")
     port = port or free_port(host)
+    command = [str(bindir / "postgres"), "-D", str(data), "-h", host, "-p", str(port), "-k", "",
+               "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+               "-c", "max_connections=300", "-c", "log_min_messages=warning"]
     with open(log_path, "wb") as log:
         if as_root:
             shutil.chown(log_path, user="postgres")
-        process = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(data), "-h", host, "-p", str(port), "-k", "",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=300", "-c", "log_min_messages=warning"],
-            user=user, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = PostgresServer(process, host, port, root)
+        process = subprocess.Popen(command, user=user, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = PostgresServer(process, host, port, root, command=command, user=user)
     _wait_for_postgres(server, log_path)
     return server
 
@@ -174,6 +186,7 @@ class S3Server:
     root: Path
     access_key: str = S3_ACCESS_KEY
     secret_key: str = S3_SECRET_KEY
+    command: list[str] = field(default_factory=list)  # how it was started: restart() runs it again
 
     @property
     def endpoint(self) -> str:
@@ -181,6 +194,16 @@ class S3Server:
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGINT, timeout=15)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the gateway, wait `down_for` seconds, start it again on the same ports and data."""
+        self.stop()
+        time.sleep(down_for)
+        log_path = self.root / "weed.log"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        _wait_for_s3(self, log_path)
 
 
 def start_seaweedfs(root: Path, host: str = "127.0.0.1") -> S3Server:
@@ -204,7 +227,7 @@ def start_seaweedfs(root: Path, host: str = "127.0.0.1") -> S3Server:
     log_path = root / "weed.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = S3Server(process, host, ports["s3.port"], root)
+    server = S3Server(process, host, ports["s3.port"], root, command=args)
     _wait_for_s3(server, log_path)
     return server
 
