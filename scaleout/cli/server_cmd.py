@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from scaleout.cli.extras import needs_server
 from scaleout.cli.groups import combiner_group, controller_group, server_group
 
 if TYPE_CHECKING:
@@ -139,10 +140,18 @@ def _run_controller(settings: Any, tls: ServerTls | None, secure: bool = False, 
         raise click.ClickException(f"cannot start the controller: {exc}") from exc
     if standby:
         click.echo("Standing by: /health answers, every other route 503 until this controller takes over.")
+    # uvicorn ends on SIGTERM by raising the signal again once it has stopped serving; with a lease, turn
+    # that into an exception so that `close` runs and hands the lease over at once (SIGKILL: it expires)
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if process.lease is not None else None
     try:
         uvicorn.run(gate, host=settings.host, port=settings.api_port, log_level="warning", **ssl_options)
+    except KeyboardInterrupt:
+        if previous is None:
+            raise
     finally:
         process.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _announce_admin_token(authority: Any, settings: Any) -> None:
@@ -167,6 +176,7 @@ def _announce_admin_token(authority: Any, settings: Any) -> None:
 @_tls_options
 @_config_option
 @_log_level_option
+@needs_server("scaleout controller start")
 def controller_start(host: str | None, api_port: int | None, data_dir: str | None, standby: bool,
                      config: str | None, log_level: str, **tls: str | None) -> None:
     """Start a stand-alone controller: REST API, UI, sessions and rounds.
@@ -204,6 +214,7 @@ def controller_start(host: str | None, api_port: int | None, data_dir: str | Non
 @_tls_options
 @_config_option
 @_log_level_option
+@needs_server("scaleout combiner start")
 def combiner_start(controller_url: str | None, host: str | None, combiner_port: int | None, combiner_name: str | None,
                    public_hostname: str | None, byte_port: int | None, data_dir: str | None,
                    combiner_token: str | None, insecure: bool,
@@ -259,6 +270,7 @@ def _upgrade_embedded_store(settings: Any) -> None:
 @_tls_options
 @_config_option
 @_log_level_option
+@needs_server("scaleout server start")
 def server_start(host: str | None, api_port: int | None, combiner_port: int | None, byte_port: int | None,
                  data_dir: str | None, secure: bool, insecure: bool, config: str | None, log_level: str,
                  **tls: str | None) -> None:
@@ -338,6 +350,7 @@ def server_start(host: str | None, api_port: int | None, combiner_port: int | No
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the default SQLite statestore.  [default: ./scaleout-data]")
 @_config_option
+@needs_server("scaleout server migrate")
 def server_migrate(store_url: str | None, data_dir: str | None, config: str | None) -> None:
     """Upgrade the statestore schema to the newest revision of this version.
 

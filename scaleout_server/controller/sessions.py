@@ -31,10 +31,10 @@ from scaleout_server.controller.session_config import SessionConfig
 from scaleout_server.controller.tasks import Target, TaskBatch, TaskDispatcher
 from scaleout_server.repository.base import ModelRepository
 from scaleout_server.store import records as r
-from scaleout_server.store.base import Store
+from scaleout_server.store.base import LeaseLost, Store
 from scaleoututil.grpc import scaleout_pb2 as pb
 from scaleoututil.jsontext import loads_lenient
-from scaleoututil.protocol import RoundStatus, SessionStatus, TaskStatus, TaskType
+from scaleoututil.protocol import TASK_SKIPPED, RoundStatus, SessionStatus, TaskStatus, TaskType
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,21 @@ def parse_meta(text: str) -> dict[str, Any]:
     except ValueError:
         return {"raw": text}
     return meta if isinstance(meta, dict) else {"value": meta}
+
+
+def validation_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """round_data.validation from a validation batch's results: a COMPLETED result carries the metrics the
+    client sent (None when it sent none); SKIPPED ones name clients that do not validate (not asked)."""
+    asked = [x for x in results if x["status"] != TASK_SKIPPED]
+    completed = [x for x in asked if x["status"] == TaskStatus.COMPLETED]
+    return {
+        "clients": len(asked),
+        "completed": len(completed),
+        "validated": sum(1 for x in completed if x["response"] is not None),
+        "skipped": [x["client_name"] or x["client_id"] for x in results if x["status"] == TASK_SKIPPED],
+        "errors": [f"{x['client_name'] or x['client_id']}: {x['status']} {x['response'] or ''}".strip()
+                   for x in asked if x["status"] != TaskStatus.COMPLETED],
+    }
 
 
 class SessionRunner:
@@ -238,6 +253,8 @@ class SessionRunner:
             session.error = error
             session.finished_at = r.utcnow()
             self.store.sessions.update(session)
+        except LeaseLost as exc:  # another controller carries on with the session
+            log.warning("session %s: status %s not recorded: %s", self.session_id, status, exc)
         except Exception:
             log.exception("session %s: could not record status %s", self.session_id, status)
         finally:
@@ -259,6 +276,9 @@ class SessionRunner:
                                  "duration": time.monotonic() - current.started}
             record.combiners = current.record.combiners or record.combiners
             self.store.rounds.update(record)
+        except LeaseLost as exc:
+            log.warning("session %s round %d: status %s not recorded: %s", self.session_id,
+                        current.record.round_number, status, exc)
         except Exception:
             log.exception("session %s round %d: could not record status %s", self.session_id,
                           current.record.round_number, status)
@@ -546,15 +566,15 @@ class SessionRunner:
         self.store.commit_round(record, model, list(updates.values()), session)
 
     def _validate(self, record: r.RoundRecord, model_id: str, config: SessionConfig) -> dict[str, Any]:
-        """Every connected client validates the new model; the combiners store the results."""
+        """Every connected client that validates gets the new model to validate; the combiners store the
+        results. Stored as round_data.validation: clients asked, completed, validated (sent metrics),
+        skipped (names of clients that do not validate: not asked), errors."""
         active = self.registry.active_clients()
         targets = [Target(self.registry.get(cid), clients) for cid, clients in active.items() if clients]
         if not targets:
-            return {"clients": 0, "completed": 0, "errors": ["no client connected for validation"]}
+            return {"clients": 0, "completed": 0, "validated": 0, "skipped": [],
+                    "errors": ["no client connected for validation"]}
         batch = TaskBatch(task_type=TaskType.VALIDATION.value, model_id=model_id, session_id=self.session_id,
                           round_id=record.round_id, timeout=self.round_timeout, batch_id=record.round_id)
         results = self.dispatcher.run(batch, targets, stop=self.stop_event, grace=lambda: self._grace)
-        completed = sum(1 for x in results if x["status"] == TaskStatus.COMPLETED)
-        errors = [f"{x['client_name'] or x['client_id']}: {x['status']} {x['response'] or ''}".strip()
-                  for x in results if x["status"] != TaskStatus.COMPLETED]
-        return {"clients": len(results), "completed": completed, "errors": errors}
+        return validation_summary(results)

@@ -51,6 +51,10 @@ class StoreUnavailable(StoreError, Unavailable):
     """The database cannot be reached (wrong URL, server down, bad credentials); the message says which."""
 
 
+class LeaseLost(StoreError):
+    """This controller does not hold the controller lease (any more): it may not write (store/lease.py)."""
+
+
 class SchemaMismatch(StoreError):
     """The database schema is not the one this version uses: run `scaleout server migrate`, or upgrade
     the software when the database is newer."""

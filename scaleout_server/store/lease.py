@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from scaleout_server.store.base import StoreError
+from scaleout_server.store.base import LeaseLost, StoreError
 from scaleout_server.store.engine import connection_errors, make_engine, parse_url, safe_url
 from scaleout_server.store.sql import lease_table
 
@@ -43,9 +43,7 @@ LEASE_SECONDS = 6.0  # a lease not renewed for this long may be taken over
 RENEW_EVERY = 1.5  # the active controller renews this often (4 tries before its lease runs out)
 STANDBY_POLL = 1.0  # a standby tries to take the lease this often
 
-
-class LeaseLost(StoreError):
-    """Another controller took the lease: this one may not write any more."""
+__all__ = ["ControllerLease", "LeaseHolder", "LeaseLost", "default_holder", "supports_lease"]
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,21 @@ def test_the_standby_takes_over_within_15_s_and_the_session_finishes_exactly(
             assert f"trying http://127.0.0.1:{port_b}" in combiner.output()
             late = start_ours(dep, "late", both, project, CLIENTS[3].env(markers, 0))
             dep.wait_online(["late"], timeout=60, proc=late)
-            stop_all([*clients, late])
+            clients.append(late)
+
+            # a clean stop hands over: controller-a, back as a standby, resumes a running session at once
+            start_controller(dep, "controller-a2", port_a, dep.data_dir, "--standby")
+            second = dep.start_session(rounds=2, round_timeout=30, validate=False, clients_required=2)
+            wait_until(lambda: any(x["status"] == "Running" for x in dep.rounds(second)), 60, 0.1, "a round to run")
+            stopped = time.monotonic()
+            standby.stop(signal.SIGTERM)
+            assert standby.popen.returncode == 0, standby.output()[-3000:]
+            wait_until(lambda: ready(port_a) == 200, 10, 0.1, "controller-a2 to take over")
+            print(f"[standby] handed over {time.monotonic() - stopped:.1f} s after SIGTERM")
+            wait_until(lambda: proxy.active == port_a, 10, 0.1, "the service address to reach controller-a2")
+            assert dep.wait_session(second, timeout=120)["status"] == "Finished"
+            assert [x["status"] for x in dep.rounds(second)] == ["Finished", "Finished"]
+            stop_all(clients)
     finally:
         proxy.close()
 
