@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from scaleout.cli.extras import needs_server
 from scaleout.cli.groups import certs_group, keys_group, package_group
 
 
@@ -26,6 +27,7 @@ def _hosts(text: str | None) -> list[str] | None:
               help="Names and addresses clients use to reach the server (the certificate is valid for exactly "
                    "these).  [default: localhost,127.0.0.1,::1 and this machine's host name]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing server.pem/server.key (the CA is kept).")
+@needs_server("scaleout certs create")
 def certs_create(out: Path, hosts: str | None, overwrite: bool) -> None:
     """Create a development CA (ca.pem) and a server certificate signed by it (server.pem, server.key).
 

@@ -14,6 +14,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scaleout.cli.api_options import Api, parse_json_object
+from scaleout.cli.extras import needs_server
 from scaleout.cli.groups import cli
 from scaleout.cli.output import console
 from scaleout.cli.session_cmd import fetch_rounds, fetch_validations, read_text_file, wait_for_session
@@ -55,6 +56,7 @@ from scaleout.simulation.runner import Simulation, SimulationConfig, SimulationE
 @click.option("-n", "--name", default=None, help="Session name  [default: simulation-<run folder>]")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Give up after this many seconds of training  [default: no limit]")
+@needs_server("scaleout simulate")
 def simulate(path: Path, clients: int, rounds: int, aggregator: str, aggregator_kwargs: str | None,
              clients_per_round: int | None, validate: bool, round_timeout: int, server_functions: str | None,
              seed_model: Path | None, backend: str, ray_address: str | None, hosts: int | None, parallel: int,
