@@ -35,6 +35,10 @@ class TaskStatus(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+# A RunTasks result only (scaleout.Control), never sent to a client: the client was not given the task, e.g. a
+# validation task for a client that does not validate.
+TASK_SKIPPED = "SKIPPED"
+
 FINAL_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.TIMEOUT})
 
 

@@ -189,6 +189,18 @@ def round_clients(round_: Record) -> int | None:
     return selected if selected is not None else round_counts(round_)[1]
 
 
+def validation_cell(round_: Record) -> str:
+    """'validated/asked' from round_data.validation (clients that sent metrics / clients asked), with the
+    clients not asked because they do not validate; "" for a round without validation."""
+    data = dig(round_, "round_data.validation")
+    if not isinstance(data, dict) or not isinstance(data.get("clients"), int):
+        return ""
+    validated = data.get("validated", data.get("completed"))
+    cell = f"{validated if isinstance(validated, int) else '?'}/{data['clients']}"
+    skipped = data.get("skipped")
+    return f"{cell} ({len(skipped)} skipped)" if isinstance(skipped, list) and skipped else cell
+
+
 def _sender(record: Record) -> str:
     """Who sent a status, metric, validation or prediction: the client's name, else its short id."""
     return dig(record, "sender.name") or short(dig(record, "sender.client_id"))
@@ -230,6 +242,7 @@ COLUMNS: dict[str, list[Column]] = {
         ("Status", lambda r: status_text(r.get("status"))),
         ("Clients", _clients_cell),
         ("Updates", _updates_cell),
+        ("Validated", validation_cell),
         ("Duration", lambda r: seconds(round_duration(r))),
         ("New model", lambda r: short(r.get("new_model_id"))),
     ],

@@ -29,7 +29,16 @@ from scaleout.cli.api_options import (
     parse_json_object,
 )
 from scaleout.cli.groups import session_group
-from scaleout.cli.output import console, round_counts, round_duration, seconds, show_list, show_object, status_text
+from scaleout.cli.output import (
+    console,
+    round_counts,
+    round_duration,
+    seconds,
+    show_list,
+    show_object,
+    status_text,
+    validation_cell,
+)
 from scaleoututil.api.client import FINAL_SESSION_STATUSES, session_config
 
 POLL_INTERVAL = 1.0
@@ -48,6 +57,7 @@ class RoundSummary:
     metrics: dict[str, float] = field(default_factory=dict)  # mean over the clients' validations
     new_model_id: str | None = None
     error: str | None = None
+    validated: str = ""  # 'validated/asked' clients (output.validation_cell)
 
 
 def _numeric(value: Any) -> float | None:
@@ -99,6 +109,7 @@ def summarize_rounds(rounds: Sequence[dict[str, Any]], validations: Sequence[dic
             metrics=mean_metrics(mine),
             new_model_id=round_.get("new_model_id"),
             error=round_.get("error"),
+            validated=validation_cell(round_),
         ))
     return summaries
 
@@ -124,12 +135,15 @@ def summary_table(summaries: Sequence[RoundSummary], title: str | None = None) -
     table.add_column("Round", justify="right")
     table.add_column("Status")
     table.add_column("Clients", justify="right")
+    validating = any(summary.validated for summary in summaries)
+    if validating:
+        table.add_column("Validated", justify="right")
     table.add_column("Duration", justify="right")
     for name in names:
         table.add_column(name, justify="right")
     for summary in summaries:
         table.add_row(str(summary.round_number or ""), status_text(summary.status), clients_cell(summary),
-                      seconds(summary.duration),
+                      *([summary.validated] if validating else []), seconds(summary.duration),
                       *(f"{summary.metrics[name]:.4f}" if name in summary.metrics else "" for name in names))
     return table
 

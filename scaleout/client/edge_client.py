@@ -96,6 +96,12 @@ class EdgeClient:
         """`callback(model: ScaleoutModel) -> dict of metrics` (None sends nothing)."""
         self._callbacks.validate = callback
 
+    @property
+    def validates(self) -> bool:
+        """Whether a validate callback is registered: the client announces it, and a combiner sends validation
+        tasks only to clients that validate."""
+        return self._callbacks.validate is not None
+
     def set_predict_callback(self, callback: Callable[..., Any] | None) -> None:
         """`callback(model)` or `callback(model, parameters)`; its JSON-able result is reported."""
         self._callbacks.predict = callback

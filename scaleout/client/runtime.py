@@ -248,6 +248,11 @@ class ClientRuntime:
             if exc.__cause__ is not None:
                 logger.error("startup failed", exc_info=exc.__cause__)
             raise RegistrationError(str(exc)) from exc
+        if self.started.is_set() and self.connection is not None:
+            try:  # a new compute package, which may (no longer) validate: tell the combiner
+                self.connection.unary("Announce", self._connect_request(), timeout=5.0)
+            except Exception as exc:
+                logger.warning("could not tell the combiner whether this client validates: %s", describe(exc))
 
     def _start_dispatcher(self, project: Any) -> None:
         """Dispatcher mode: check the command entry points, run the startup command, register the callbacks."""
@@ -287,9 +292,15 @@ class ClientRuntime:
                                     f"(protocol {WIRE_CLIENT_VERSION}): {why}")
         logger.info("combiner version %s accepts this client", answer.get("version", "unknown"))
 
+    def _connect_request(self) -> pb.ClientAnnounceRequest:
+        """Connect, saying whether this client validates (the published clients send no parameters)."""
+        assert self.connection is not None
+        return pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id, type=AnnounceType.CONNECT,
+                                        parameters=json.dumps({"validate": self.edge_client.validates}))
+
     def _announce_connect(self) -> None:
         assert self.connection is not None
-        request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id, type=AnnounceType.CONNECT)
+        request = self._connect_request()
         try:
             self.connection.call("Announce", request, stop=self.stop_event, timeout=10.0,
                                  on_unreachable=self._combiner_unreachable)
@@ -354,9 +365,8 @@ class ClientRuntime:
         """After failover: say Connect to the new combiner and poll it at once."""
         self.assignment = assignment
         assert self.connection is not None
-        request = pb.ClientAnnounceRequest(client_id=self.connection.identity.client_id, type=AnnounceType.CONNECT)
         try:
-            self.connection.unary("Announce", request, timeout=5.0)
+            self.connection.unary("Announce", self._connect_request(), timeout=5.0)
         except Exception as exc:  # the combiner accepts clients that never announced; polls carry on
             logger.info("Connect not delivered to the new combiner: %s", describe(exc))
         if self.receiver is not None:

@@ -87,6 +87,7 @@ class Task:
     reported_at: float | None = None  # when the client reported it done
     on_change: Callable[[Task], None] | None = None
     autonomous: bool = False
+    validation: str | None = None  # ModelValidation.data the client sent for this task (validation tasks)
 
     def request(self) -> pb.TaskRequest:
         return pb.TaskRequest(client_id=self.client_id, correlation_id=self.correlation_id, type=self.type,
@@ -127,6 +128,9 @@ class ClientState:
     autonomous_acked: set[str] = field(default_factory=set)
     recent: deque[Task] = field(default_factory=lambda: deque(maxlen=8))  # last tasks handed out
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # why it is not sent validation tasks ("" = it is): it announced no validate callback, or answered one
+    # without a validation; cleared by its next VersionCheck (a new client process) or a validation it sends
+    no_validation: str = ""
 
     @property
     def busy(self) -> bool:
@@ -192,6 +196,16 @@ class ClientManager:
         state.online = False
         log.info("client %s (%s) disconnected", client_id, state.name)
         self._seen(state, "offline")
+
+    def set_validates(self, client_id: str, validates: bool, why: str = "") -> None:
+        """Remember whether the client runs validation tasks (`why` says why not, for the logs and results)."""
+        state = self.clients.get(client_id) or self.touch_silently(client_id)
+        why = "" if validates else why or "it does not validate"
+        if why and not state.no_validation:
+            log.info("client %s (%s) is not sent validation tasks: %s", client_id, state.name, why)
+        elif not why and state.no_validation:
+            log.info("client %s (%s) validates again", client_id, state.name)
+        state.no_validation = why
 
     def is_active(self, client_id: str) -> bool:
         state = self.clients.get(client_id)

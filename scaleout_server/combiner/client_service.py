@@ -238,8 +238,9 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
         except MalformedReport as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if kind == AnnounceType.VERSION_CHECK:
-            if client_id:
+            if client_id:  # a client process starting: it may validate now, whatever its predecessor did
                 self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
+                self.clients.set_validates(client_id, True)
             client_version = parameters or {}
             version = client_version.get("client-version") if isinstance(client_version, dict) else None
             log.info("client %s (version %s) checked compatibility", client_id or "?", version or "?")
@@ -249,6 +250,9 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             return pb.Response(response="no client id")
         if kind == AnnounceType.CONNECT:
             self.clients.connect(client_id, md.get(MD_NAME), peer_ip(context))
+            validates = parameters.get("validate") if isinstance(parameters, dict) else None
+            if isinstance(validates, bool):  # ours says; the published clients send no parameters
+                self.clients.set_validates(client_id, validates, "it announced no validate callback")
         else:  # DISCONNECT
             self.clients.touch(client_id, md.get(MD_NAME), peer_ip(context))
             self.clients.disconnect(client_id)
@@ -287,6 +291,9 @@ class CombinerClientService(pb_grpc.CombinerClientServicer):
             await self._refuse(context, exc)
         if not self._seen.add(f"validation:{task.correlation_id}"):
             return pb.Response(response="duplicate validation, already received")
+        task.validation = request.data or "{}"
+        task.changed()
+        self.clients.set_validates(client_id, True)
         self.link.emit_record(r.ValidationRecord(
             validation_id=str(uuid.uuid4()), model_id=request.model_id or task.model_id,
             data=data if isinstance(data, dict) else {"value": data}, sender=self._sender(state, request.client_id),

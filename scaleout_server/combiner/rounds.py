@@ -36,11 +36,12 @@ from scaleout_server.combiner.controller_link import EventLink
 from scaleout_server.repository.base import BlobNotFound, ModelRepository
 from scaleout_server.store import records as r
 from scaleoututil.grpc import scaleout_pb2 as pb
-from scaleoututil.protocol import TaskStatus, TaskType
+from scaleoututil.protocol import TASK_SKIPPED, TaskStatus, TaskType
 
 log = logging.getLogger(__name__)
 
 UPDATE_GRACE = 10.0  # after a COMPLETED report, wait this long for the task's ModelUpdate
+VALIDATION_GRACE = 5.0  # ... and this long for a validation task's ModelValidation
 DEFAULT_BATCH_TIMEOUT = 300.0  # RunTasks without a positive timeout
 FLUSH_TIMEOUT = 5.0  # wait at most this long for the controller to take a round's records
 DEFAULT_HELPER = "numpyhelper"
@@ -503,6 +504,11 @@ class Rounds:
                 group.results.append(pb.TaskResult(client_id=client_id, status=TaskStatus.FAILED.value,
                                                    response=_error(NOT_CONNECTED), client_name=self._name(client_id)))
                 continue
+            why = self.clients.clients[client_id].no_validation if spec.type == TaskType.VALIDATION else ""
+            if why:
+                group.results.append(pb.TaskResult(client_id=client_id, status=TASK_SKIPPED, client_name=self._name(
+                    client_id), response=json.dumps({"skipped": f"not sent a validation task: {why}"})))
+                continue
             group.add(Task(client_id=client_id, correlation_id=str(uuid.uuid4()), type=spec.type,
                            model_id=spec.model_id, session_id=spec.session_id, round_id=spec.round_id, data=data,
                            batch_id=batch_id))
@@ -513,6 +519,8 @@ class Rounds:
         log.info("batch %s: %d %s task(s) queued (timeout %.0fs)", batch_id, len(group.tasks), spec.type, timeout)
         try:
             await self._wait(group, timeout)
+            if spec.type == TaskType.VALIDATION:
+                await self._await_validations(group)
         except BaseException:  # cancelled: nobody waits for these results, so no task may stay queued or running
             self._close(group)
             for task in group.tasks.values():
@@ -526,11 +534,31 @@ class Rounds:
             if not task.done:
                 self.clients.abort(task, stop_status)
                 status = stop_status
+            response = task.response
+            if task.type == TaskType.VALIDATION and status == TaskStatus.COMPLETED:
+                response = task.validation or ""  # a validation's result is its metrics; "" = none was sent
+                if _refused_validation(task):  # the published clients' way to refuse (no validate callback)
+                    self.clients.set_validates(task.client_id, False, "it answered a validation task without a "
+                                               "validation (no validate callback?)")
             out.results.append(pb.TaskResult(client_id=task.client_id, correlation_id=task.correlation_id,
-                                             status=status, response=task.response,
+                                             status=status, response=response,
                                              client_name=self._name(task.client_id)))
         await self.link.flush(FLUSH_TIMEOUT)
         return out
+
+    async def _await_validations(self, group: TaskGroup) -> None:
+        """A client's done report can overtake its ModelValidation (they travel separately, the published
+        clients queue the validation): give a completed task's validation VALIDATION_GRACE s to arrive."""
+        deadline = now() + VALIDATION_GRACE
+        while not group.aborted and any(_refused_validation(t) for t in group.tasks.values()):
+            remaining = deadline - now()
+            if remaining <= 0:
+                return
+            group.changed.clear()
+            try:
+                await asyncio.wait_for(group.changed.wait(), remaining)
+            except TimeoutError:
+                pass
 
     # -- AbortSession ----------------------------------------------------------------------
     def abort_session(self, session_id: str) -> int:
@@ -552,6 +580,11 @@ class Rounds:
     def _name(self, client_id: str) -> str:
         state = self.clients.clients.get(client_id)
         return state.name if state is not None else ""
+
+
+def _refused_validation(task: Task) -> bool:
+    """A validation task the client completed, unasked to stop, without sending a validation."""
+    return task.done and task.status == TaskStatus.COMPLETED and task.validation is None and task.abort_status is None
 
 
 def _get_helper(helper_type: str) -> Any:

@@ -8,6 +8,7 @@ E2E_TRAIN_FAIL   when set, train raises
 E2E_LATE_ONCE_SECONDS  the first train sleeps this long after training, without checking for abort, so its
                  update arrives after its round ended (default 0)
 E2E_MARKER_DIR   folder where callbacks drop marker files the tests read
+E2E_NO_VALIDATE  when set, no validate callback is registered
 """
 
 import json
@@ -38,7 +39,8 @@ class TestClient:
         self.constant = float(os.environ.get("E2E_CONSTANT", "1.0"))
         self.num_examples = int(os.environ.get("E2E_NUM_EXAMPLES", "1"))
         client.set_train_callback(self.train)
-        client.set_validate_callback(self.validate)
+        if not os.environ.get("E2E_NO_VALIDATE"):
+            client.set_validate_callback(self.validate)
         if hasattr(client, "set_predict_callback"):  # the published 1.0.7 client has no predict
             client.set_predict_callback(self.predict)
         client.set_custom_callback("echo", self.echo)
