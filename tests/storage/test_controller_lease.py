@@ -7,14 +7,20 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from scaleout_server.controller.active import EXIT_LEASE_LOST, ControllerProcess
+from scaleout_server.settings import ServerSettings
 from scaleout_server.store import records as r
+from scaleout_server.store.engine import make_engine
 from scaleout_server.store.factory import make_store
 from scaleout_server.store.lease import ControllerLease, LeaseLost
 from scaleout_server.store.migration import upgrade
 from scaleout_server.store.sql import SQLStore
+from tests.conftest import free_port
 from tests.storage.services import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -161,6 +167,39 @@ def test_a_released_lease_is_taken_at_once(postgres_url: str, leases: list[Contr
     assert b.try_acquire() and b.epoch == 2
 
 
-def test_the_lease_is_refused_on_sqlite(tmp_path: object) -> None:
+def test_the_lease_is_refused_on_sqlite(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="the controller lease needs a PostgreSQL statestore"):
         ControllerLease(f"sqlite:///{tmp_path}/store.db", address="http://127.0.0.1:8092")
+
+
+def test_an_active_controller_that_finds_its_lease_taken_exits_with_75(postgres_url: str, tmp_path: Path,
+                                                                       leases: list[ControllerLease]) -> None:
+    exits: list[int] = []
+    exited = threading.Event()
+
+    def record_exit(code: int) -> None:
+        exits.append(code)
+        exited.set()
+
+    settings = ServerSettings(data_dir=tmp_path, store_url=postgres_url, api_port=free_port())
+    process = ControllerProcess(settings, secure=False, standby=False, exit_process=record_exit)
+    try:
+        process.prepare()
+        assert process.gate.app is not None and process.lease is not None and process.lease.epoch == 1
+        assert process.controller is not None
+        process.controller.store.set_setting("written", "while active")
+        # a standby takes over, as it would after this controller missed its renewals (e.g. a long pause)
+        rival = lease(postgres_url, leases, "rival")
+        engine = make_engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE controller_lease SET expires_at = now()"))
+        finally:
+            engine.dispose()
+        assert rival.try_acquire() and rival.epoch == 2
+        assert exited.wait(10), "the controller did not notice that it lost the lease"
+        assert exits == [EXIT_LEASE_LOST]
+        with pytest.raises(LeaseLost):
+            process.controller.store.set_setting("written", "after the take-over")
+    finally:
+        process.close()
