@@ -125,7 +125,7 @@ def test_client_refuses_a_hostile_package_from_the_server_and_writes_nothing(dep
     proc = dep.start_client("victim", folder, extra=(), wait=False)
     proc.popen.wait(timeout=30)
     log = proc.output()
-    assert proc.popen.returncode == 1, log
+    assert proc.popen.returncode == 5, log  # EXIT_PACKAGE_REJECTED
     assert "refusing compute package hostile.tgz" in log and "contains '..'" in log
     assert not list(dep.root.rglob("escaped.txt"))
     assert not (folder / ".scaleout" / "packages").exists()
