@@ -9,6 +9,6 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-echo "Installing the project into .venv (pip install -e .)"
-.venv/bin/python -m pip install --quiet -e .
+echo "Installing the project with its server into .venv (pip install -e '.[server]')"
+.venv/bin/python -m pip install --quiet -e '.[server]'
 exec .venv/bin/python scripts/run_example.py "$@"

@@ -7,6 +7,6 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[server,dev]'
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -101,6 +101,22 @@ def test_the_dockerfile_has_a_server_and_an_edge_client_stage_built_from_earlier
                 assert source.group(1) in names[:index], f"COPY --from={source.group(1)}: no earlier stage"
 
 
+def test_the_server_image_installs_the_server_extra_and_the_edge_client_image_does_not() -> None:
+    stages = dockerfile_stages()
+
+    def installs(target: str) -> list[str]:
+        """The pip install lines of the stage whose venv `target` copies, and of that stage's bases."""
+        source = next(re.search(r"--from=(\S+)", t).group(1) for t in stages[target].all("COPY") if "--from=" in t)
+        lines: list[str] = []
+        while source in stages:
+            lines += [t for t in stages[source].all("RUN") if "pip install" in t]
+            source = stages[source].base
+        return lines
+
+    assert any(".[server]" in line for line in installs("server")), installs("server")
+    assert installs("edge-client") and not any("[server" in line for line in installs("edge-client"))
+
+
 def test_every_file_the_dockerfile_copies_exists_and_is_not_ignored() -> None:
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     kept = {line[1:].strip() for line in ignore if line.startswith("!")}
