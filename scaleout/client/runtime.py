@@ -289,7 +289,7 @@ class ClientRuntime:
         if not isinstance(answer, dict) or answer.get("success") is not True:
             why = response.response or "no reason given"
             raise CombinerRefused(f"the combiner at {self.connection.target.address} does not accept this client "
-                                    f"(protocol {WIRE_CLIENT_VERSION}): {why}")
+                                  f"(protocol {WIRE_CLIENT_VERSION}): {why}")
         logger.info("combiner version %s accepts this client", answer.get("version", "unknown"))
 
     def _connect_request(self) -> pb.ClientAnnounceRequest:
