@@ -2,6 +2,7 @@
 
 Every API command takes `-p/--protocol`, `-H/--host`, `-P/--port`, `-t/--token` and `--no-verify-tls`
 (the official CLI's names); list commands add `-o/--output` and `--n_max`, get commands `-id/--id`.
+Without `-H/-p/-P` the active context (`scaleout login`) names the server and token, else 127.0.0.1:8092.
 Failures end the command with exit status 1 and the server's own message, so scripts can rely on `$?`.
 """
 
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import click
 import requests
 
+from scaleout.cli import contexts
 from scaleoututil.api.client import LOCAL_HOSTS, APIClient
 from scaleoututil.api.upload import error_message
 
@@ -155,6 +157,10 @@ def api_options(func: F) -> F:
             import urllib3
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        if not host and protocol is None and port is None:
+            context = contexts.active()  # `scaleout login` chose the server; else the local one
+            if context is not None:
+                host, token = context.host, token or context.token
         api = Api(resolve_base_url(host, port, protocol), token=token or None, verify=not no_verify_tls)
         return func(*args, api=api, **kwargs)
 

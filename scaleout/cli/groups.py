@@ -44,6 +44,7 @@ validation_group = _group("validation", "Inspect validation results; validate a 
 status_group = _group("status", "Inspect status messages sent by clients.")
 metric_group = _group("metric", "Inspect metrics logged by clients with log_metric.")
 prediction_group = _group("prediction", "Run predictions on clients and inspect the results.")
+inference_group = _group("inference", "Run inference on clients (models staged with `model stage`); list the results.")
 command_group = _group("command", "Run custom commands on clients and see their results.")
 certs_group = _group("certs", "Create a development CA and server certificate for TLS.")
 keys_group = _group("keys", "Create Ed25519 key pairs for signing compute packages.")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from scaleout.cli import (  # noqa: F401  (imported for their commands)
     client_cmd,
+    context_cmd,
+    enroll_cmd,
+    inference_cmd,
     package_cmd,
     resources_cmd,
     run_cmd,

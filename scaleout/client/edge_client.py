@@ -11,6 +11,7 @@ import json
 import logging
 import numbers
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from scaleout.client.tasks import (
     now_timestamp,
 )
 from scaleoututil.grpc import scaleout_pb2 as pb
+from scaleoututil.model import ScaleoutModel
 from scaleoututil.partitioning import Partition
 from scaleoututil.protocol import custom_task_type
 
@@ -50,7 +52,8 @@ class EdgeClient:
     """The client handle passed to `startup(client)`; register callbacks and log from them.
 
     Callbacks: `train(model, settings) -> (ScaleoutModel, metadata)`, `validate(model) -> dict`,
-    `predict(model[, parameters]) -> dict`, custom `callback(parameters) -> dict`.
+    `predict(model[, parameters]) -> dict`, `inference(model, parameters)` (reports with
+    `log_inference_result`), `stage(model)`, custom `callback(parameters) -> dict`.
     """
 
     def __init__(self, train_callback: Callable[..., Any] | None = None,
@@ -105,6 +108,17 @@ class EdgeClient:
     def set_predict_callback(self, callback: Callable[..., Any] | None) -> None:
         """`callback(model)` or `callback(model, parameters)`; its JSON-able result is reported."""
         self._callbacks.predict = callback
+
+    def set_inference_callback(self, callback: Callable[..., Any] | None) -> None:
+        """`callback(model: ScaleoutModel, parameters: dict)` for `Scaleout_Inference` tasks, as in the published
+        1.1 client: it reports results with `log_inference_result(key, payload)` (any number, each stored on the
+        server); its return value is not sent. Set, it is used instead of the predict callback."""
+        self._callbacks.inference = callback
+
+    def set_stage_model_callback(self, callback: Callable[..., Any] | None) -> None:
+        """`callback(model: ScaleoutModel)`, run after a `Scaleout_StageModel` task cached the model (e.g. to load
+        it onto an accelerator before inference requests arrive)."""
+        self._callbacks.stage = callback
 
     def set_custom_callback(self, name: str, callback: Callable[..., Any]) -> None:
         """Run `callback(parameters: dict)` for task `Custom_<name>` (the prefix is added unless present)."""
@@ -197,6 +211,55 @@ class EdgeClient:
         if check_task_abort:
             self.check_task_abort()
         return sent
+
+    def log_inference_result(self, key: str, payload: Any, context: Any = None, priority: str | None = None) -> bool:
+        """Report one inference result (`key` labels it, e.g. "detection"; `payload` is JSON-able) for the
+        inference task this thread runs, or the one `context` names (`client.current_task_context`, or an
+        object with `inference_id` and `model_id`). Stored on the server as `{key: payload}` under the
+        inference run. Outside an inference task nothing is sent and False is returned, as in the published
+        client. `priority` is accepted for compatibility (this client sends in order)."""
+        del priority
+        ctx = context or current_context()
+        inference_id = getattr(ctx, "inference_id", None) or getattr(ctx, "correlation_id", "") if ctx else ""
+        if not inference_id:
+            logger.warning("log_inference_result called outside an inference task; result %r dropped", key)
+            return False
+        if not isinstance(key, str) or not key:
+            raise TypeError("log_inference_result: key must be a non-empty string, e.g. 'detection'")
+        try:
+            data = json.dumps({key: payload})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"log_inference_result: payload of {key!r} cannot be sent as JSON ({exc})") from exc
+        message = pb.ModelPrediction(client_id=self._client_id or "", model_id=getattr(ctx, "model_id", "") or "",
+                                     data=data, correlation_id=inference_id, prediction_id=str(uuid.uuid4()),
+                                     timestamp=now_timestamp())
+        return self._send("SendModelPrediction", message)
+
+    # -- staging and inference ----------------------------------------------------------------
+    def stage_model(self, model: ScaleoutModel | str) -> ScaleoutModel:
+        """Keep a model in the local model cache (`.scaleout/model_cache`), ready for inference: a model id is
+        downloaded from the combiner unless cached already; a ScaleoutModel is stored as given. Returns the
+        model. The stage callback is not called (it runs for the server's staging tasks)."""
+        cache = self._callbacks.models
+        if cache is None:
+            raise RuntimeError("stage_model needs a connected client: call it from a task or after start-up")
+        if isinstance(model, ScaleoutModel):
+            return cache.put(model)
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"stage_model takes a ScaleoutModel or a model id, not {type(model).__name__}")
+        return cache.get(model)
+
+    def run_inference(self, model: ScaleoutModel | str | None = None, params: dict[str, Any] | None = None) -> Any:
+        """Run the inference callback on `model` (a ScaleoutModel, or a model id, staged first) and return what
+        it returns. Results it logs reach the server only inside an inference task."""
+        inference = self._callbacks.inference
+        if inference is None:
+            raise ValueError("No inference callback set: call client.set_inference_callback(infer) first")
+        if isinstance(model, str):
+            model = self.stage_model(model)
+        if model is None:
+            raise ValueError("Model not found in repository.")
+        return inference(model, params)
 
     def send_status(self, msg: str, log_level: str | int = "INFO", type: str | None = None) -> bool:
         """Send a status line to the server (`log_level`: INFO, DEBUG, WARNING, ERROR or AUDIT)."""

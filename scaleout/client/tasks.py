@@ -147,15 +147,66 @@ def activate(context: TaskContext) -> Iterator[TaskContext]:
         _local.context = previous
 
 
+# -- staged models -------------------------------------------------------------------------------
+class ModelCache:
+    """Models staged for inference, one `<model_id>.scm` file each (the published client's layout), fetched
+    from the combiner the first time they are needed. Written through a temporary name, so a crash never
+    leaves a truncated model under the final one."""
+
+    def __init__(self, directory: Path | str, download: Callable[[str, threading.Event | None], ScaleoutModel]
+                 ) -> None:
+        self.directory = Path(directory)
+        self._download = download
+        self._lock = threading.Lock()
+
+    def path(self, model_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
+        return self.directory / f"{safe}.scm"
+
+    def has(self, model_id: str) -> bool:
+        return self.path(model_id).is_file()
+
+    def put(self, model: ScaleoutModel) -> ScaleoutModel:
+        """Keep `model` (a no-op when a model with its id is staged already)."""
+        path = self.path(str(model.model_id))
+        with self._lock:
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(path.name + f".{uuid.uuid4().hex}.partial")
+                model.save_to_file(str(partial))
+                partial.replace(path)
+        return model
+
+    def get(self, model_id: str, stop: threading.Event | None = None) -> ScaleoutModel:
+        """The staged model, downloading and keeping it when absent. TaskFailed when the combiner sends an
+        unusable model or another one."""
+        if not model_id:
+            raise TaskFailed("no model id given to stage")
+        path = self.path(model_id)
+        if path.is_file():
+            return ScaleoutModel.from_file(str(path))
+        try:
+            model = self._download(model_id, stop)
+        except InvalidModel as exc:
+            raise TaskFailed(f"the combiner sent an unusable model {model_id}: {exc}") from exc
+        if model.model_id != model_id:
+            raise TaskFailed(f"Model ID mismatch: requested {model_id}, combiner sent {model.model_id}")
+        return self.put(model)
+
+
 # -- callbacks ----------------------------------------------------------------------------------
 @dataclass
 class CallbackRegistry:
-    """The user's callbacks, set through EdgeClient and read by the executor."""
+    """The user's callbacks, set through EdgeClient and read by the executor; `models` is the executor's
+    model cache, which EdgeClient.stage_model uses too (None until the client is connected)."""
 
     train: Callable[..., Any] | None = None
     validate: Callable[..., Any] | None = None
     predict: Callable[..., Any] | None = None
+    inference: Callable[..., Any] | None = None
+    stage: Callable[..., Any] | None = None
     custom: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    models: ModelCache | None = field(default=None, repr=False)
 
 
 def build_status(client_id: str, message: str, log_level: int | str = "INFO", status_type: str | None = None
@@ -227,6 +278,9 @@ class TaskExecutor:
         self.callbacks = callbacks
         self.model_cache_dir = Path(model_cache_dir)
         self.send_statuses = send_statuses
+        self.models = ModelCache(self.model_cache_dir, lambda model_id, stop: connection.download_model(model_id,
+                                                                                                     stop=stop))
+        callbacks.models = self.models
 
     @property
     def client_id(self) -> str:
@@ -299,21 +353,11 @@ class TaskExecutor:
             raise TaskFailed(f"Model ID mismatch: requested {model_id}, combiner sent {model.model_id}")
         return model
 
-    def _cache_path(self, model_id: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
-        return self.model_cache_dir / f"{safe}.scm"
-
     def _staged(self, task: Task) -> ScaleoutModel:
         """The task's model from the local cache, downloading (and caching) it when absent."""
-        path = self._cache_path(task.request.model_id)
-        if path.is_file():
-            return ScaleoutModel.from_file(str(path))
-        model = self._download(task)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + f".{uuid.uuid4().hex}.partial")
-        model.save_to_file(str(partial))
-        partial.replace(path)
-        return model
+        if not task.request.model_id:
+            raise TaskFailed(f"{task.request.type} task carries no model_id")
+        return self.models.get(task.request.model_id, stop=task.abort_event)
 
     # -- handlers -----------------------------------------------------------------------------
     def _train(self, task: Task) -> None:
@@ -389,17 +433,27 @@ class TaskExecutor:
         return None
 
     def _predict(self, task: Task) -> str | None:
-        predict = self.callbacks.predict
-        if predict is None:
-            raise TaskFailed("no predict callback is registered: call client.set_predict_callback(predict) "
-                             "in startup()")
+        """`Scaleout_Inference`: the inference callback (published 1.1 semantics: it reports its results
+        with client.log_inference_result, its return value is not sent), else the predict callback (its
+        return value is the result)."""
+        inference, predict = self.callbacks.inference, self.callbacks.predict
+        if inference is None and predict is None:
+            raise TaskFailed("no inference callback is registered: call client.set_inference_callback(infer) "
+                             "(or client.set_predict_callback(predict)) in startup()")
         parameters = _dict_field(_parse_data(task.request), "parameters")
         model = self._staged(task)
+        if inference is not None:
+            inference(model, parameters)
+            return None
+        assert predict is not None
         result = predict(model, parameters) if _accepts_two_args(predict) else predict(model)
         return None if result is None else _to_json(result, "the predict callback")
 
     def _stage(self, task: Task) -> None:
-        self._staged(task)
+        """`Scaleout_StageModel`: cache the model, then hand it to the stage callback, if any."""
+        model = self._staged(task)
+        if self.callbacks.stage is not None:
+            self.callbacks.stage(model)
 
     def _custom(self, task: Task) -> str | None:
         kind = task.request.type

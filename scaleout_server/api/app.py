@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scaleout_server.api import (
     routes_attributes,
     routes_auth,
+    routes_cli_auth,
     routes_clients,
     routes_combiners,
     routes_control,
@@ -171,9 +172,9 @@ def create_app(controller: Controller, authority: Authority | None = None) -> Fa
         auth_rest.install(app, authority)  # before any body is read; inside CatchUnexpected
     app.add_middleware(CatchUnexpected)
     # Resource-specific routes first: `/clients/config` must win over `/clients/{id}`.
-    for module in (routes_system, routes_auth, routes_ui, routes_clients, routes_combiners, routes_helpers,
-                   routes_uploads, routes_models, routes_packages, routes_sessions, routes_control, routes_attributes,
-                   routes_records):
+    for module in (routes_system, routes_auth, routes_cli_auth, routes_ui, routes_clients, routes_combiners,
+                   routes_helpers, routes_uploads, routes_models, routes_packages, routes_sessions, routes_control,
+                   routes_attributes, routes_records):
         app.include_router(module.router)
     routes_ui.mount_static(app)  # the dashboard's CSS and JavaScript at /ui/static
     return app

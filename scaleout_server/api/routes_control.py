@@ -1,4 +1,5 @@
-"""Ad-hoc work: stop the running session, custom commands, predictions, validations."""
+"""Ad-hoc work: stop the running session, custom commands, predictions, validations, model staging, and
+stopping or skipping a running command."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from fastapi import APIRouter
 
 from scaleout_server.api.common import ControllerDep, client_ids_list
 from scaleout_server.api.listing import to_json
-from scaleout_server.api.schemas import ControlStop, RunCommand, StartPrediction, StartValidation
+from scaleout_server.api.schemas import (
+    CommandEnd,
+    ControlStop,
+    RunCommand,
+    StageModel,
+    StartPrediction,
+    StartValidation,
+)
 from scaleout_server.controller.core import Controller
-from scaleout_server.errors import InvalidInput
+from scaleout_server.errors import Conflict, InvalidInput
 from scaleout_server.store import records as r
+from scaleout_server.store.base import ListQuery
 from scaleoututil.protocol import custom_task_type
 
 router = APIRouter(tags=["control"])
@@ -47,10 +56,14 @@ def stop_running_session(controller: ControllerDep, body: ControlStop | None = N
 
 
 @router.post("/api/v1/control/continue")
-def continue_session() -> dict[str, Any]:
-    """Not supported: continue a session with POST /api/v1/sessions/start and its session_id."""
-    raise InvalidInput("control/continue is not supported; to run more rounds, POST /api/v1/sessions/start "
-                       'with {"session_id": ..., "rounds": N}')
+def continue_current(controller: ControllerDep) -> dict[str, Any]:
+    """Skip the wait of the newest running command (as POST /api/v1/commands/{id}/skip does; the official
+    APIClient's step_current_command). To run more rounds of a session, POST /api/v1/sessions/start."""
+    _, running = controller.store.commands.list(ListQuery(filters={"status": "Running"}, limit=1))
+    if not running:
+        raise Conflict("no command is running, so there is nothing to skip; to run more rounds of a session, "
+                       'POST /api/v1/sessions/start with {"session_id": ..., "rounds": N}')
+    return controller.end_command(running[0].command_id, skip=True)
 
 
 @router.post("/api/v1/control/run_command")
@@ -104,3 +117,35 @@ def start_validation(body: StartValidation, controller: ControllerDep) -> dict[s
         _sync(body.synchronous, body.blocking),
     )
     return command_reply(command, message="Validation started")
+
+
+@router.post("/api/v1/models/{model_id}/stage", tags=["models"])
+def stage_model(model_id: str, controller: ControllerDep, body: StageModel | None = None) -> dict[str, Any]:
+    """Send `Scaleout_StageModel` to the chosen clients (`{"client_ids": [...]}`, default: all connected):
+    each caches the model and runs its stage callback, ready for inference. The answer is the command."""
+    body = body or StageModel()
+    command = controller.stage_model(model_id, client_ids_list(body.client_ids), _timeout(body.timeout),
+                                     bool(body.synchronous))
+    return command_reply(command, message=f"Staging model {model_id} on {len(command.client_ids)} client(s)")
+
+
+def _check_same_id(command_id: str, body: CommandEnd | None) -> None:
+    if body is not None and body.correlation_id and body.correlation_id != command_id:
+        raise InvalidInput(f"correlation_id {body.correlation_id!r} in the body differs from {command_id!r} in the "
+                           "path; send the same id (or leave it out of the body)")
+
+
+@router.post("/api/v1/commands/{command_id}/stop", tags=["commands"])
+def stop_command(command_id: str, controller: ControllerDep, body: CommandEnd | None = None) -> dict[str, Any]:
+    """Stop a running command (its clients still working are told to stop; results in hand are kept; status
+    Stopped), or the session with this id."""
+    _check_same_id(command_id, body)
+    return controller.end_command(command_id, skip=False)
+
+
+@router.post("/api/v1/commands/{command_id}/skip", tags=["commands"])
+def skip_command(command_id: str, controller: ControllerDep, body: CommandEnd | None = None) -> dict[str, Any]:
+    """Stop waiting for a running command: it finishes now (status Finished) with the results in hand, and
+    its clients still working are told to stop."""
+    _check_same_id(command_id, body)
+    return controller.end_command(command_id, skip=True)

@@ -117,3 +117,54 @@ class StartValidation(_Body):
 class CurrentAttributes(_Body):
     node_ids: list[str] | str | None = None
     client_ids: list[str] | str | None = None
+
+
+class StageModel(_Body):
+    client_ids: ClientIds = None
+    timeout: float | None = None
+    synchronous: bool | None = None
+
+
+class CommandEnd(_Body):
+    correlation_id: str | None = None  # the official APIClient repeats the path's id here
+
+
+class SenderIn(_Body):
+    client_id: str | None = None
+    name: str | None = None
+    role: str | None = None
+
+
+class AttributeIn(_Body):
+    """The official AttributeDTO: `{key, value, entity_id}` (node_id / client_id / sender.client_id too)."""
+
+    key: str = Field(min_length=1, max_length=256)
+    value: Any = None
+    entity_id: str | None = None
+    node_id: str | None = None
+    client_id: str | None = None
+    sender: SenderIn | None = None
+
+    def entity(self) -> str | None:
+        for candidate in (self.entity_id, self.node_id, self.client_id, self.sender.client_id if self.sender else None):
+            if candidate and candidate.strip():
+                return candidate.strip()
+        return None
+
+
+class AttributeTrail(_Body):
+    entity_id: str | None = None
+    node_id: str | None = None
+
+
+class StatusIn(_Body):
+    """The official StatusDTO: `{status, type, log_level, sender: {client_id, name, role}, ...}`."""
+
+    status: str = Field(min_length=1)
+    type: str | None = None
+    log_level: str = "INFO"
+    sender: SenderIn | None = None
+    session_id: str | None = None
+    round_id: str | None = None
+    correlation_id: str | None = None
+    data: dict[str, Any] | None = None

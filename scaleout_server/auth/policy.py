@@ -21,6 +21,10 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("POST", "/api/auth/refresh"),
     ("POST", "/api/v1/clients/token"),
     ("POST", "/api/v1/clients/enroll"),
+    # `scaleout login`: the CLI has no token yet; approving the login (/api/cli-auth/approve) is admin only
+    ("POST", "/api/cli-auth/init"),
+    ("GET", "/api/cli-auth/status"),
+    ("GET", "/api/cli-auth/requests/{request_id}"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),

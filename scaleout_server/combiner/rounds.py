@@ -563,15 +563,19 @@ class Rounds:
     # -- AbortSession ----------------------------------------------------------------------
     def abort_session(self, session_id: str) -> int:
         """Drop the session's queued tasks, tell running ones to stop, end its open rounds; returns the
-        number of tasks affected."""
+        number of tasks affected. The id may also be a task batch's (a command being stopped): its
+        RunTasks call then returns at once, with the results in hand and the rest INTERRUPTED."""
+        if not session_id:
+            return 0
         count = 0
+        batch_prefix = f"batch:{session_id}:"
         for group in list(self.open.values()):
-            if group.session_id == session_id:
+            if group.session_id == session_id or group.group_id.startswith(batch_prefix):
                 group.aborted = True
                 group.changed.set()
         for state in self.clients.clients.values():
             for task in [*state.pending, *state.in_flight.values()]:
-                if task.session_id == session_id and not task.done:
+                if (task.session_id == session_id or task.batch_id == session_id) and not task.done:
                     self.clients.abort(task, TaskStatus.INTERRUPTED.value)
                     count += 1
         log.info("session %s aborted: %d task(s) stopped", session_id, count)

@@ -74,6 +74,7 @@ class Controller:
         self._closing = threading.Event()
         self._liveness: threading.Thread | None = None
         self._task_threads: set[threading.Thread] = set()
+        self._ending: dict[str, str] = {}  # command id -> the status a stop/skip request gives it
         self.liveness_errors = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -235,6 +236,13 @@ class Controller:
         self._keep_current_values(records)
         self.registry.touch(combiner_id, load)
         return stored + len(seen) + (1 if load is not None else 0)
+
+    def add_records(self, records: list[Any]) -> int:
+        """Store records posted through the REST API (attributes, statuses) as if a combiner had sent them:
+        attribute values also become the client's current ones."""
+        stored = self._store_records(records)
+        self._keep_current_values(records)
+        return stored
 
     def _store_records(self, records: list[Any]) -> int:
         if records:
@@ -528,6 +536,47 @@ class Controller:
                           model_id=model_id, timeout=timeout, batch_id=prediction_id)
         return self._execute(record, batch, targets, synchronous)
 
+    def stage_model(self, model_id: str, client_ids: list[str] | None, timeout: float,
+                    synchronous: bool) -> r.CommandRecord:
+        """Send `Scaleout_StageModel` to the chosen (default: all connected) clients: each downloads the
+        model into its local cache (unless there already) and runs its stage callback, so a later
+        inference on that model starts without a download."""
+        model_id = self._resolve_model(model_id)
+        timeout = parse_positive_float("timeout", timeout)
+        targets = self.dispatcher.resolve(client_ids)
+        record = r.CommandRecord(command_id=r.new_id(), command_type=TaskType.STAGE_MODEL.value,
+                                 parameters={"model_id": model_id}, client_ids=target_client_ids(targets))
+        batch = TaskBatch(task_type=TaskType.STAGE_MODEL.value, model_id=model_id, timeout=timeout,
+                          batch_id=record.command_id)
+        return self._execute(record, batch, targets, synchronous)
+
+    def end_command(self, command_id: str, skip: bool) -> dict[str, Any]:
+        """`POST /api/v1/commands/{id}/stop|skip`. A running command (custom, inference, validation,
+        staging) ends now with the results in hand; its clients still working are told to stop
+        (INTERRUPTED). `stop` records it as Stopped, `skip` as Finished (the wait was skipped). The
+        id of a session: `stop` stops it; a session has no barrier to skip (rounds end at their buffer
+        or timeout), so `skip` is refused."""
+        record = self.store.commands.get(command_id)
+        if record is None:
+            if self.store.sessions.get(command_id) is not None:
+                if skip:
+                    raise Conflict(f"{command_id} is a session: its rounds end when their buffer is full or at "
+                                   "round_timeout, there is no barrier to skip; stop it with "
+                                   f"POST /api/v1/commands/{command_id}/stop")
+                session = self.stop_session(command_id)
+                return {"message": f"Session {command_id} stopped", "correlation_id": command_id,
+                        "status": session.status}
+            raise NotFoundError(f"no command or session with id {command_id!r}; list them with "
+                                "`scaleout command list` or GET /api/v1/commands/")
+        if record.status != "Running":
+            raise Conflict(f"command {command_id} is not running (status: {record.status})")
+        self._ending[command_id] = "Finished" if skip else "Stopped"
+        # every online combiner: the one(s) holding the command's batch end it, the others have nothing to do
+        self.registry.abort_session(command_id, "skipped by the user" if skip else "stopped by the user")
+        verb = "skipped" if skip else "stopped"
+        return {"message": f"Command {command_id} {verb}: its clients still working were told to stop",
+                "correlation_id": command_id, "status": self._ending[command_id]}
+
     def start_validation(self, session_id: str | None, model_id: str, client_ids: list[str] | None,
                          timeout: float, synchronous: bool) -> r.CommandRecord:
         """Ask clients to validate a model; the combiners store the ValidationRecords."""
@@ -554,8 +603,9 @@ class Controller:
             except Exception:  # recorded on the command
                 log.exception("command %s (%s) failed", record.command_id, batch.task_type)
                 status = "Failed"
+            ended = self._ending.pop(record.command_id, None)
             current = self.store.commands.get(record.command_id) or record
-            current.status, current.results = status, results
+            current.status, current.results = (ended if ended and status == "Finished" else status), results
             return self.store.commands.update(current)
 
         if synchronous:

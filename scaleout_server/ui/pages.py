@@ -35,7 +35,9 @@ PAGES: tuple[Page, ...] = (
     Page("clients", "/clients", "Clients", "clients"),
     Page("models", "/models", "Models", "models"),
     Page("packages", "/packages", "Packages", "packages"),
+    Page("inference", "/inference", "Inference", "inference"),
     Page("actions", "/actions", "Actions", "actions"),
+    Page("cli_login", "/cli-login/{request_id}", "CLI login", "overview"),
 )
 NAV: tuple[tuple[str, str, str], ...] = tuple((p.key, p.path, p.title) for p in PAGES if p.key == p.nav)
 

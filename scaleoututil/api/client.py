@@ -146,6 +146,11 @@ class APIClient:
     def get_combiners_count(self) -> Any:
         return self._json("GET", "combiners/count")
 
+    def set_public_hostname(self, id: str, public_hostname: str) -> Any:
+        """The address edge clients dial for combiner `id` (e.g. a load balancer's `host[:port]`)."""
+        reply = self.request("PATCH", f"combiners/{id}", json={"public_hostname": public_hostname})
+        return _raise_on_error(reply)
+
     def get_controller_status(self) -> Any:
         return self._json("GET", "get_controller_status", root=True)
 
@@ -421,6 +426,9 @@ class APIClient:
                 "synchronous": synchronous}
         return self._json("POST", "validations/start", json=body, timeout=_call_timeout(timeout, synchronous))
 
+    def get_metrics_count(self, session_id: str | None = None) -> Any:
+        return self._json("GET", "metrics/count", params={"session_id": session_id})
+
     def get_metrics(self, session_id: str | None = None, model_id: str | None = None, round_id: str | None = None,
                     key: str | None = None, sender_name: str | None = None, sender_client_id: str | None = None,
                     n_max: int | None = None) -> Any:
@@ -461,8 +469,48 @@ class APIClient:
     def get_command(self, id: str) -> Any:
         return self._json("GET", f"commands/{id}")
 
-    def get_commands(self, n_max: int | None = None) -> Any:
+    def get_commands(self, n_max: int | None = None, parent_correlation_id: str | None = None) -> Any:
+        """Commands (custom commands, inference runs, validations, staging), newest first. Commands are not
+        nested here, so `parent_correlation_id` (the official client's filter) changes nothing."""
+        del parent_correlation_id
         return self._list("commands/", n_max=n_max)
+
+    def get_commands_roots(self, n_max: int | None = None) -> Any:
+        return self._list("commands/roots", n_max=n_max)
+
+    def get_commands_count(self) -> Any:
+        return self._json("GET", "commands/count")
+
+    def step_command(self, correlation_id: str) -> Any:
+        """Stop waiting for a running command: it finishes now with the results in hand."""
+        return self._json("POST", f"commands/{correlation_id}/skip", json={"correlation_id": correlation_id})
+
+    def stop_command(self, correlation_id: str) -> Any:
+        """Stop a running command (its clients still working are told to stop), or the session with this id."""
+        return self._json("POST", f"commands/{correlation_id}/stop", json={"correlation_id": correlation_id})
+
+    def step_current_command(self) -> Any:
+        """Skip the wait of the newest running command."""
+        return self._json("POST", "control/continue", json={})
+
+    def stop_current_command(self) -> Any:
+        """Stop the running session (RuntimeError with the server's message when none runs)."""
+        return _raise_on_error(self.request("POST", "control/stop", json={}))
+
+    # -- staging and inference ---------------------------------------------------------------
+    def stage_model(self, model_id: str, client_ids: list[str] | None = None) -> Any:
+        """Have clients (default: all connected) cache a model for inference (`Scaleout_StageModel`)."""
+        return self._json("POST", f"models/{model_id}/stage", json={"client_ids": client_ids})
+
+    def start_inference(self, model_id: str, synchronous: bool = True, timeout: float | None = None,
+                        client_ids: list[str] | None = None, parameters: dict[str, Any] | None = None) -> Any:
+        """Run clients' inference callbacks on a model; results are listed by `get_predictions`
+        (`prediction_id` = the returned command id)."""
+        task_timeout = 180.0 if timeout is None or timeout < 0 else timeout
+        body = {"model_id": model_id, "synchronous": synchronous, "timeout": task_timeout,
+                "parameters": parameters or {}, "client_ids": client_ids}
+        return self._json("POST", "control/start_inference", json=body,
+                          timeout=_call_timeout(task_timeout, synchronous))
 
     # -- attributes --------------------------------------------------------------------------
     def get_current_attributes(self, node_list: list[str] | str) -> Any:
@@ -473,14 +521,22 @@ class APIClient:
         return self._json("POST", "attributes/current", json={"node_ids": node_list})
 
     def add_attributes(self, attribute: dict[str, Any]) -> Any:
+        """Add an attribute to a client: `{"key": ..., "value": ..., "entity_id": <client_id>}`."""
         reply = self.request("POST", "attributes/", json=attribute)
         reply.raise_for_status()
         return _body(reply)
 
-    def get_attribute_trail(self, node_id: str) -> Any:
-        if not node_id:
-            raise ValueError("node_id is required")
-        reply = self.request("POST", "attributes/list", json={"node_id": node_id})
+    def get_attribute_trail(self, entity_id: str) -> Any:
+        """Every attribute recorded for one client, oldest first: `{"count", "result"}`."""
+        if not isinstance(entity_id, str) or not entity_id:
+            raise ValueError("entity_id must be a non-empty string (a client id)")
+        reply = self.request("POST", "attributes/list", json={"entity_id": entity_id})
+        reply.raise_for_status()
+        return _body(reply)
+
+    def add_status(self, status: dict[str, Any]) -> Any:
+        """Add a status entry: `{"status": ..., "type": ..., "log_level": "INFO", "sender": {"client_id": ...}}`."""
+        reply = self.request("POST", "statuses/", json=status)
         reply.raise_for_status()
         return _body(reply)
 
@@ -534,6 +590,15 @@ def _body(reply: requests.Response) -> Any:
         return reply.json()
     except ValueError:
         return {"message": reply.text.strip() or f"HTTP {reply.status_code}", "status_code": reply.status_code}
+
+
+def _raise_on_error(reply: requests.Response) -> Any:
+    """The reply's JSON; RuntimeError with the server's message for HTTP >= 400 (as the official client)."""
+    body = _body(reply)
+    if reply.status_code >= 400:
+        message = body.get("message") if isinstance(body, dict) else None
+        raise RuntimeError(message or reply.text or f"HTTP {reply.status_code}")
+    return body
 
 
 def _call_timeout(task_timeout: float | None, synchronous: bool) -> float:

@@ -229,8 +229,8 @@ def test_delete_client(api: Api) -> None:
 
 
 def test_control_continue_explains_the_alternative(api: Api) -> None:
-    res = api.client.post("/api/v1/control/continue")
-    assert res.status_code == 400
+    res = api.client.post("/api/v1/control/continue")  # nothing running to skip
+    assert res.status_code == 409
     assert "sessions/start" in res.json()["message"]
 
 
