@@ -113,7 +113,7 @@ def test_postgres_restarted_mid_round_the_session_finishes_with_every_update(
                                        clients_required=2)
         wait_until(lambda: round_running(dep, session_id, 2), 90, 0.05, "round 2 to run")
         time.sleep(0.5)
-        pg.restart(down_for=3.0)  # every pooled connection of the controller is cut
+        pg.restart(down_for=8.0)  # every pooled connection is cut, and the lease cannot be renewed meanwhile
         assert_session_whole(dep, session_id, seed_id)
 
 
