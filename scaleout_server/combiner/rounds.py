@@ -3,7 +3,8 @@
 A round lives exactly as long as its `RunRound` call. Updates are handed to the strategy as they
 arrive, read in place from the files the uploads wrote, a slice at a time (`aggregation.job`), so
 memory does not grow with the model count; an update for a round that is no longer open is
-logged and deleted, never carried into a later round. Strategy state (server optimiser moments)
+logged and deleted, never carried into a later round (and answered NOT_FOUND: see
+combiner/client_service.py). Strategy state (server optimiser moments)
 is saved per session under `<combiner dir>/strategy-state/`, so it survives a restart. Every wait
 is bounded by the round's (or batch's) timeout, and an aborted session ends its rounds at once.
 """
@@ -422,12 +423,8 @@ class Rounds:
         combiner issued to `client_id` or its round is no longer open; nothing is kept then (a known task of an
         open round is marked failed). A replay of an accepted update answers OK again and is counted once."""
         uid = msg.model_update_id
-        if not is_safe_id(uid):
-            log.warning("client %s sent a ModelUpdate with an unusable model_update_id %r; ignored", client_id, uid)
-            return "ignored: bad model_update_id"
         if uid in self._seen_updates:
             return "duplicate update, already received"
-        path = self.update_path(uid)
         meta_error = ""
         try:
             meta = report_json(msg.meta or "{}", "ModelUpdate.meta")
@@ -435,13 +432,19 @@ class Rounds:
                 raise MalformedReport(f"ModelUpdate.meta must be a JSON object, not {type(meta).__name__}")
         except MalformedReport as exc:
             meta, meta_error = {}, f"update meta is not valid JSON: {exc}"
+        safe = is_safe_id(uid)
+        path = self.update_path(uid) if safe else None
         try:
-            task = self.clients.issued_task(msg.correlation_id, client_id, f"ModelUpdate {uid}")
+            task = self.clients.issued_task(msg.correlation_id, client_id, f"ModelUpdate {uid!r}")
         except UnknownTask:
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
             if meta_error:
                 raise MalformedReport(meta_error) from None
             raise
+        if path is None:
+            log.warning("client %s sent a ModelUpdate with an unusable model_update_id %r; ignored", client_id, uid)
+            return "ignored: bad model_update_id"
         group = self.open.get(task.group_id)
         cid = task.correlation_id
         if not isinstance(group, RoundState) or group.closed:

@@ -207,3 +207,15 @@ def test_tasks_issued_before_a_combiner_restart_are_unknown_afterwards(tmp_path:
         assert err.code() == grpc.StatusCode.NOT_FOUND and "restarted" in err.details()
         settle(after)
         assert validations(after, cid) == []
+
+
+def test_update_with_an_unusable_id_is_not_found_unless_it_answers_an_issued_task(harness: Harness,
+                                                                                  client: SimClient) -> None:
+    meta = json.dumps({"training_metadata": {"num_examples": 3}})
+    update = pb.ModelUpdate(client_id=client.client_id, model_update_id="../escape", correlation_id="never-issued",
+                            meta=meta)
+    err = refused(lambda: client.stub.SendModelUpdate(update, metadata=client.metadata, timeout=5))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    update.correlation_id = harness.submit(client.client_id, TaskType.MODEL_UPDATE.value)
+    answer = client.stub.SendModelUpdate(update, metadata=client.metadata, timeout=5)
+    assert answer.response == "ignored: bad model_update_id"
