@@ -7,8 +7,8 @@ The server and clients keep running afterwards (unless --stop) so results can be
 `python scripts/run_example.py --stop-only` stops them (by the PIDs recorded in the work folder).
 `--example dispatcher-numpy` runs the legacy dispatcher example instead: its clients are started with
 --dispatcher, client i with EXAMPLE_PARTITION=i-1 (its share of the example's data).
-`--example sklearn-digits` / `pytorch-digits` run the machine-learning examples; every client i of N gets
-its data share as SCALEOUT_PARTITION_ID=i-1, SCALEOUT_NUM_PARTITIONS=N (`client.partition` in startup).
+`--example sklearn-digits` / `pytorch-digits` / `keras-digits` run the machine-learning examples; every
+client i of N gets its data share as SCALEOUT_PARTITION_ID=i-1, SCALEOUT_NUM_PARTITIONS=N (`client.partition`).
 `--example server-functions` starts 4 device clients (alternately DEVICE_TIER=fast/slow, the last with
 DEVICE_CHARGING=false), waits until the server knows their attributes, runs the session with the
 example's server_functions.py and prints who trained in each round with which settings (show_rounds.py).
@@ -37,7 +37,7 @@ from scaleoututil.partitioning import Partition
 ROOT = Path(__file__).resolve().parent.parent
 # name -> extra `client start` flags
 EXAMPLES = {"importer-client": (), "dispatcher-numpy": ("--dispatcher",), "sklearn-digits": (), "pytorch-digits": (),
-            "server-functions": ()}
+            "keras-digits": (), "server-functions": ()}
 DEFAULT_CLIENTS = {"server-functions": 4}  # examples that need more than 2 clients to show anything
 
 

@@ -1,4 +1,4 @@
-"""The machine-learning examples (examples/sklearn-digits, examples/pytorch-digits) on a real local deployment.
+"""The machine-learning examples (examples/sklearn-digits, pytorch-digits, keras-digits) on a real local deployment.
 
 Each builds its seed model with `scaleout run build`, three clients take Dirichlet (non-IID) shares of
 the digits through SCALEOUT_PARTITION_ID / SCALEOUT_NUM_PARTITIONS, and a FedAvg session must make the
@@ -123,12 +123,27 @@ def test_pytorch_digits_federated_cnn_improves_test_accuracy(deployment: Deploym
     assert accuracies[-1] > accuracies[0] + 0.2, accuracies
 
 
+@pytest.mark.timeout(300)  # about 40 s on an idle machine (importing Keras and torch takes most of it)
+def test_keras_digits_federated_cnn_on_the_torch_backend_improves_test_accuracy(
+        deployment: Deployment, clients_stopped: None) -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("keras") is None:  # importing it here would pick its default backend
+        pytest.skip("keras is not installed (pip install -e '.[dev]')")
+    accuracies, updates = run_session(deployment, "keras-digits")
+    check_updates(updates)
+    assert accuracies[-1] > 0.8, accuracies
+    assert accuracies[-1] > accuracies[0] + 0.2, accuracies
+    assert all(u["meta"]["training_metadata"]["batch_size"] == 32 for u in updates)
+
+
 # -- without a server -----------------------------------------------------------------------------
 
-def test_both_examples_ship_the_same_data_module() -> None:
-    """The two compute packages are self-contained, so each has a copy; the copies must not drift apart."""
+def test_the_digits_examples_ship_the_same_data_module() -> None:
+    """The compute packages are self-contained, so each has a copy; the copies must not drift apart."""
     sklearn_copy = (EXAMPLES / "sklearn-digits" / "client" / "digits_data.py").read_text()
-    assert sklearn_copy == (EXAMPLES / "pytorch-digits" / "client" / "digits_data.py").read_text()
+    for example in ("pytorch-digits", "keras-digits"):
+        assert sklearn_copy == (EXAMPLES / example / "client" / "digits_data.py").read_text(), example
 
 
 def test_digits_shares_cover_the_training_rows_once_and_are_non_iid_and_repeatable(
@@ -174,7 +189,8 @@ def test_run_example_names_the_missing_requirements_of_an_example(tmp_path: Path
     missing = script.missing_requirements(client)
     assert missing == [f"numpy>=999 (version {np.__version__} is installed)",
                        "surely-not-installed-package-4711 (not installed)"]
-    assert set(script.EXAMPLES) >= {"importer-client", "dispatcher-numpy", "sklearn-digits", "pytorch-digits"}
+    assert set(script.EXAMPLES) >= {"importer-client", "dispatcher-numpy", "sklearn-digits", "pytorch-digits",
+                                    "keras-digits"}
 
     # the script stops before starting anything, saying what is missing and the command that installs it
     (tmp_path / "examples" / "needs-more").mkdir(parents=True)
@@ -192,5 +208,5 @@ def test_the_examples_requirements_are_met_in_this_environment() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     script = load_module("run_example_requirements", ROOT / "scripts" / "run_example.py")
-    for example in ("sklearn-digits", "pytorch-digits"):
+    for example in ("sklearn-digits", "pytorch-digits", "keras-digits"):
         assert script.missing_requirements(EXAMPLES / example / "client") == [], example
