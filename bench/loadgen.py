@@ -322,7 +322,8 @@ class VirtualClient:
         answer = await self._retry("Announce", lambda: self.stub.Announce(check, timeout=30.0, metadata=self.md))
         if json.loads(answer.parameters or "{}").get("success") is not True:
             raise RuntimeError(f"{self.name}: the combiner refused the version check: {answer.response}")
-        connect = pb.ClientAnnounceRequest(client_id=self.client_id, type=AnnounceType.CONNECT)
+        connect = pb.ClientAnnounceRequest(client_id=self.client_id, type=AnnounceType.CONNECT,
+                                           parameters=json.dumps({"validate": True}))  # as ours: it validates
         await self._retry("Announce", lambda: self.stub.Announce(connect, timeout=30.0, metadata=self.md))
         self.loops = [asyncio.create_task(self._poll_loop())]
         if self.cfg.heartbeat_interval > 0:

@@ -46,6 +46,7 @@ STARTUP = '''
 def startup(client):
     client.set_custom_callback("echo", lambda params: {"echo": params})
     client.set_train_callback(lambda model, settings: (model, {"training_metadata": {"num_examples": 100}}))
+    client.set_validate_callback(lambda model: {"accuracy": 0.5})  # virtual clients validate too
 '''
 
 
@@ -113,7 +114,7 @@ def profile(fake: WireLog) -> dict[str, Any]:
     done = {r.correlation_id: r for p in fake.polls for r in p.report.reports if r.done}
     [update] = fake.updates
     return {
-        "announces": [a.type for a in fake.announces],
+        "announces": [(a.type, a.parameters if a.type == "Connect" else "") for a in fake.announces],
         "poll_metadata": sorted({k for p in fake.polls for k in p.metadata} & OURS),
         "poll_interval_ms": sorted({p.report.poll_interval_ms for p in fake.polls}),
         "poll_deadline_s": sorted(set(fake.deadlines)),
@@ -209,7 +210,7 @@ def test_the_load_generator_behaves_on_the_wire_like_our_client(tmp_path: Path) 
     virtual = with_fakes(tmp_path / "loadgen", virtual_client)
     assert virtual == ours
     # and what both do is what the benchmarks assume
-    assert ours["announces"] == ["VersionCheck", "Connect", "Disconnect"]
+    assert ours["announces"] == [("VersionCheck", ""), ("Connect", "{\"validate\": true}"), ("Disconnect", "")]
     assert ours["poll_deadline_s"] == [round(POLL_TIMEOUT)] and ours["poll_interval_ms"] == [POLL_TIMEOUT * 1000]
     assert ours["heartbeats_while_a_poll_is_held"] == 0 and ours["telemetry_on_polls"]
     assert ours["telemetry_shape"] == [(("at", "values"), ("cpu_usage", "memory_usage"))]
