@@ -49,7 +49,8 @@ export async function mount(root) {
   const models = api.list("models", { sortKey: "committed_at", limit: 50 }).then((r) => r.result).catch(() => []);
   root.append(h("h1", {}, "Inference"), errors.el,
     h("section", { class: "card" }, h("h2", {}, "Inference results"),
-      h("div", { class: "filters" }, modelFilter, runFilter), list),
+      h("div", { class: "form" }, h("label", {}, h("span", {}, "Model"), modelFilter),
+        h("label", {}, h("span", {}, "Inference run"), runFilter)), list),
     section("Stage a model on clients", stageForm(models, () => poller.now())));
   for (const input of [modelFilter, runFilter]) input.addEventListener("change", () => poller.now());
 
