@@ -6,7 +6,8 @@ install` of this repository's package: a copy of its sources, as a user's pip wo
 - `site_packages_bytes`: the bytes of the regular files under the venv's site-packages, pip and setuptools
   (Python 3.11's venv brings it) included, the .pyc files pip compiles at install time too;
 - `import_seconds`: `import scaleout` (the SDK: EdgeClient, ScaleoutModel, APIClient) timed inside a fresh
-  interpreter, the median of --repeat processes; `help_seconds`: the wall time of `scaleout --help`;
+  interpreter, the median of --repeat processes; `help_seconds`: the wall time of `scaleout --help`; the
+  variants take turns, so the machine's load changing during the run hits them alike;
 - `idle_rss_bytes`: the resident memory of `scaleout client start --local-package` of the seed's example
   (examples/importer-client), connected to a local server (from the full venv) and idle, the median of
   samples taken 5 s after it came online (the client process and any children);
@@ -143,19 +144,22 @@ def largest(root: Path, count: int = 12) -> dict[str, int]:
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:count])
 
 
-def import_seconds(venv: Path, repeat: int) -> float:
-    code = "import time; t = time.perf_counter(); import scaleout; print(time.perf_counter() - t)"
-    return statistics.median(float(_run([str(venv / "bin" / "python"), "-c", code], cwd=Path("/")))
-                             for _ in range(repeat))
+IMPORT_CODE = "import time; t = time.perf_counter(); import scaleout; print(time.perf_counter() - t)"
 
 
-def help_seconds(venv: Path, repeat: int) -> float:
-    times = []
+def timings(venvs: dict[str, Path], repeat: int) -> dict[str, dict[str, float]]:
+    """Median `import scaleout` seconds (inside the interpreter) and `scaleout --help` wall seconds per venv,
+    the venvs taking turns so that a change of the machine's load hits them alike."""
+    imports: dict[str, list[float]] = {label: [] for label in venvs}
+    helps: dict[str, list[float]] = {label: [] for label in venvs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        _run([str(venv / "bin" / "scaleout"), "--help"], cwd=Path("/"))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for label, venv in venvs.items():
+            imports[label].append(float(_run([str(venv / "bin" / "python"), "-c", IMPORT_CODE], cwd=Path("/"))))
+            start = time.perf_counter()
+            _run([str(venv / "bin" / "scaleout"), "--help"], cwd=Path("/"))
+            helps[label].append(time.perf_counter() - start)
+    return {label: {"import_seconds": round(statistics.median(imports[label]), 3),
+                    "help_seconds": round(statistics.median(helps[label]), 3)} for label in venvs}
 
 
 def free_port() -> int:
@@ -257,7 +261,7 @@ def find_python(minor: str) -> str | None:
         return None
 
 
-def measure(venv: Path, repeat: int) -> dict[str, object]:
+def measure(venv: Path) -> dict[str, object]:
     root = site_packages(venv)
     python = _run([str(venv / "bin" / "python"), "-c", "import platform; print(platform.python_version())"]).strip()
     return {"python": python, "site_packages_bytes": tree_bytes(root),
@@ -277,10 +281,10 @@ def main() -> None:
         venvs = {"client": build_venv(work / "client", python=py311),
                  "client+server": build_venv(work / "server", extras="server", python=py311)}
         for label, venv in venvs.items():
-            print(f"measuring {label}", flush=True)
-            variants[label] = measure(venv, args.repeat)
-            variants[label]["import_seconds"] = round(import_seconds(venv, args.repeat), 3)
-            variants[label]["help_seconds"] = round(help_seconds(venv, args.repeat), 3)
+            variants[label] = measure(venv)
+        print("timing imports", flush=True)
+        for label, figures in timings(venvs, args.repeat).items():
+            variants[label].update(figures)
         with local_server(venvs["client+server"], work) as api_url:
             for label, venv in venvs.items():
                 rss = idle_client_rss(venv, api_url, work, label.replace("+", "-"))
@@ -289,7 +293,7 @@ def main() -> None:
         py312 = find_python("3.12")
         if py312:
             print("measuring client on 3.12", flush=True)
-            variants["client (Python 3.12)"] = measure(build_venv(work / "client312", python=py312), args.repeat)
+            variants["client (Python 3.12)"] = measure(build_venv(work / "client312", python=py312))
             shutil.rmtree(work / "client312")
         if not args.no_published:
             for label, requirement, python in (("published 1.0.7", "scaleout==1.0.7", py311),
@@ -298,7 +302,7 @@ def main() -> None:
                     continue
                 print(f"measuring {label}", flush=True)
                 venv = build_venv(work / "published", python=python, requirement=requirement)
-                variants[label] = measure(venv, args.repeat)
+                variants[label] = measure(venv)
                 variants[label]["requirement"] = requirement
                 shutil.rmtree(venv)
     results["variants"] = variants
