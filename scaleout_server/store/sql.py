@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
+import random
 import threading
+import time
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -76,6 +79,7 @@ from scaleout_server.store.base import (
     PackageCollection,
     Store,
     StoreError,
+    StoreUnavailable,
 )
 from scaleout_server.store.codec import KIND_OF
 from scaleout_server.store.engine import (
@@ -92,7 +96,11 @@ from scaleout_server.store.engine import (
 from scaleout_server.store.migration import prepare_schema
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
+UNAVAILABLE_WAIT_S = 30.0  # PostgreSQL: how long a transaction waits for the database to come back
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 4.0
 _IN_CHUNK = 500  # ids per `IN (...)` lookup, below SQLite's bound-parameter limit
 
 # Columns worth an index: the ones the REST API and the session runner filter or sort by.
@@ -403,8 +411,11 @@ def _is_unique_violation(exc: IntegrityError) -> bool:
 class _Tx:
     """Short-lived transactions on the store's engine; write transactions are serialised on SQLite."""
 
-    def __init__(self, engine: Engine, sqlite: bool, memory: bool) -> None:
+    def __init__(self, engine: Engine, sqlite: bool, memory: bool,
+                 unavailable_wait: float = UNAVAILABLE_WAIT_S) -> None:
         self._engine = read_engine(engine)
+        # PostgreSQL: how long a transaction waits for a database that cannot be reached (a restart)
+        self._unavailable_wait = 0.0 if sqlite else unavailable_wait
         self._write_engine = write_engine(engine)
         # SQLite has one writer at a time anyway; queueing in-process avoids busy-timeout failures.
         # An in-memory database is one shared connection, so reads must queue as well.
@@ -415,16 +426,43 @@ class _Tx:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with connection_errors(self._engine.url), self._read_lock or nullcontext(), self._engine.begin() as conn:
+        with (connection_errors(self._engine.url), self._read_lock or nullcontext(),
+              self._connect(self._engine) as conn, conn.begin()):
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         with (connection_errors(self._engine.url), self._write_lock or nullcontext(),
-              self._write_engine.begin() as conn):
+              self._connect(self._write_engine) as conn, conn.begin()):
             if self.fence is not None:
                 self.fence(conn)
             yield conn
+
+    def _connect(self, engine: Engine) -> Connection:
+        """A pooled connection (pre-pinged), retried with jittered back-off while the database cannot be
+        reached, for up to `_unavailable_wait` seconds: a session keeps its rounds through a database
+        restart instead of failing them. Only getting the connection is retried: nothing has run on it
+        yet, so no statement can run twice. One log line when the database goes, one when it is back."""
+        deadline = time.monotonic() + self._unavailable_wait
+        pause, failed_since = RETRY_FIRST_S, None
+        while True:
+            try:
+                with connection_errors(engine.url):
+                    conn = engine.connect()
+            except StoreUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                if failed_since is None:
+                    failed_since = time.monotonic()
+                    log.warning("%s; retrying for up to %.0f s", exc, left)
+                time.sleep(min(left, pause * random.uniform(0.5, 1.0)))
+                pause = min(pause * 2, RETRY_MAX_S)
+                continue
+            if failed_since is not None:
+                log.warning("the statestore %s answers again (after %.1f s)", safe_url(engine.url),
+                            time.monotonic() - failed_since)
+            return conn
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:

@@ -115,6 +115,9 @@ def test_postgres_restarted_mid_round_the_session_finishes_with_every_update(
         time.sleep(0.5)
         pg.restart(down_for=8.0)  # every pooled connection is cut, and the lease cannot be renewed meanwhile
         assert_session_whole(dep, session_id, seed_id)
+        said = output_of(dep, "controller")
+        assert "cannot connect to the statestore" in said and "retrying for up to" in said, said[-3000:]
+        assert "answers again" in said
 
 
 def test_s3_down_for_20s_mid_round_the_session_waits_says_why_and_finishes(
