@@ -35,7 +35,14 @@ from tests.e2e.cluster import check_fedavg_rounds
 from tests.e2e.deployment import Deployment, Proc, scaleout_cmd, wait_until
 from tests.e2e.test_standby_controller import ServiceProxy, ready, server_env, share_secret
 from tests.e2e.test_standby_controller import start_controller as start_standby_controller
-from tests.storage.services import S3Server, start_postgres, start_seaweedfs
+from tests.storage.services import (
+    S3Server,
+    ServiceError,
+    postgres_bindir,
+    start_postgres,
+    start_seaweedfs,
+    weed_binary,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -274,6 +281,10 @@ class Chaos:
 def standby_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """PostgreSQL, S3 and a service address for a standby pair; yields the Deployment's keyword arguments
     and the pair's slots (their data folders share the token secret)."""
+    try:
+        postgres_bindir(), weed_binary()
+    except ServiceError as exc:
+        pytest.skip(f"the standby scenario needs PostgreSQL 15 and SeaweedFS: {exc}")
     roots = [Path(tempfile.mkdtemp(prefix=p)) for p in ("scaleout-chaos-pg-", "scaleout-chaos-s3-")]
     pg = start_postgres(roots[0])
     s3: S3Server | None = None
