@@ -26,11 +26,15 @@ from scaleoututil.protocol import custom_task_type
 router = APIRouter(tags=["control"])
 
 DEFAULT_TASK_TIMEOUT = 60.0
+UNLIMITED_TASK_TIMEOUT = 24 * 3600.0  # what "-1: infinite" (the official APIClient's start_inference) means here
 
 
 def _timeout(value: float | None) -> float:
-    """The default when absent; the controller checks the value (one rule, one message)."""
-    return DEFAULT_TASK_TIMEOUT if value is None else value
+    """The default when absent, a day for -1 (the official client's "infinite"); the controller checks the
+    value (one rule, one message)."""
+    if value is None:
+        return DEFAULT_TASK_TIMEOUT
+    return UNLIMITED_TASK_TIMEOUT if value == -1 else value
 
 
 def _sync(synchronous: bool | None, blocking: bool | None) -> bool:

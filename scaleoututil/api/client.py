@@ -504,13 +504,13 @@ class APIClient:
 
     def start_inference(self, model_id: str, synchronous: bool = True, timeout: float | None = None,
                         client_ids: list[str] | None = None, parameters: dict[str, Any] | None = None) -> Any:
-        """Run clients' inference callbacks on a model; results are listed by `get_predictions`
-        (`prediction_id` = the returned command id)."""
-        task_timeout = 180.0 if timeout is None or timeout < 0 else timeout
+        """Run clients' inference callbacks on a model (`timeout` -1: no limit); results are listed by
+        `get_predictions` (`prediction_id` = the returned command id)."""
+        task_timeout = 180.0 if timeout is None else timeout  # -1: no limit (the server allows a day)
         body = {"model_id": model_id, "synchronous": synchronous, "timeout": task_timeout,
                 "parameters": parameters or {}, "client_ids": client_ids}
-        return self._json("POST", "control/start_inference", json=body,
-                          timeout=_call_timeout(task_timeout, synchronous))
+        wait = _call_timeout(24 * 3600.0 if task_timeout < 0 else task_timeout, synchronous)
+        return self._json("POST", "control/start_inference", json=body, timeout=wait)
 
     # -- attributes --------------------------------------------------------------------------
     def get_current_attributes(self, node_list: list[str] | str) -> Any:

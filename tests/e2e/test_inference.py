@@ -58,6 +58,9 @@ def test_staging_caches_the_model_and_runs_the_stage_callback_then_inference_res
     assert all(r["data"] == {"detection": {"i": r["data"]["detection"]["i"], "first": 0.0, "label": "cat"}}
                and r["model_id"] == seed and r["sender"]["name"] == "inf-a" for r in listed), listed
     assert api.get_predictions(prediction_id=run["command_id"])["count"] == 2
+    unlimited = api.start_inference(seed, synchronous=False, timeout=-1)  # the official "-1: infinite"
+    assert unlimited["status"] == "Running", unlimited
+    wait_until(lambda: api.get_command(unlimited["command_id"])["status"] == "Finished", 30, 0.2, "inference")
 
 
 def test_staging_an_unknown_model_or_on_an_unknown_client_is_refused_with_a_reason(
@@ -73,11 +76,15 @@ def test_skip_and_stop_end_a_running_command_keeping_the_answers_in_hand(
         deployment: Deployment, seed: str, api: APIClient, tmp_path: Path, clients_stopped: None,
         action: str, final: str) -> None:
     dep = deployment
-    start(dep, "quick", tmp_path)
-    start(dep, "sleepy", tmp_path, E2E_NAP_SECONDS="90")
+    quick, sleepy = f"quick-{action}", f"sleepy-{action}"  # new names: the last test's clients may still show
+    start(dep, quick, tmp_path)
+    start(dep, sleepy, tmp_path, E2E_NAP_SECONDS="90")
     command = api.run_custom_command("nap", timeout=120)
+    assert "command_id" in command, command
     command_id = command["command_id"]
-    time.sleep(3)  # the quick client has answered, the sleepy one naps
+    quick_log = dep.root / "logs" / f"client-{quick}.log"
+    wait_until(lambda: "Custom_nap completed" in quick_log.read_text(), 30, 0.2, "the quick client's answer")
+    time.sleep(2)  # its done report reaches the combiner on its next poll; the sleepy client naps on
     asked = time.monotonic()
     ended = dep.post(f"/api/v1/commands/{command_id}/{action}", {"correlation_id": command_id})
     assert ended.status_code == 200, ended.text
@@ -86,8 +93,8 @@ def test_skip_and_stop_end_a_running_command_keeping_the_answers_in_hand(
     assert time.monotonic() - asked < 15  # not the 90 s nap
     assert record["status"] == final
     by_client = {r["client_name"]: (r["status"], r["response"]) for r in record["results"]}
-    assert by_client["quick"] == ("COMPLETED", {"slept": 0.0})
-    assert by_client["sleepy"][0] == "INTERRUPTED"
+    assert by_client[quick] == ("COMPLETED", {"slept": 0.0})
+    assert by_client[sleepy][0] == "INTERRUPTED"
     again = dep.post(f"/api/v1/commands/{command_id}/{action}")
     assert again.status_code == 409 and "not running" in again.json()["message"]
 
