@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 # the server extra's packages (and their big dependencies) that must not reach an edge device
 SERVER_ONLY = {"fastapi", "starlette", "pydantic", "pydantic-core", "uvicorn", "python-multipart", "sqlalchemy",
                "alembic", "psycopg", "psycopg-binary", "boto3", "botocore", "s3transfer", "httpx", "httpcore",
-               "cryptography", "cffi", "mako"}
+               "cryptography", "mako"}  # cffi: PyNaCl (signature checks) needs it
 CONSTANT = 3.0  # what the weighted test project's train adds to every parameter
 
 
