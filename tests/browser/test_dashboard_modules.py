@@ -126,6 +126,17 @@ def test_round_counts_sum_the_combiners(js: Sandbox) -> None:
     assert got == [{"asked": 5, "answered": 3, "expected": 5}, 2.5]
 
 
+def test_validated_cell_says_as_the_cli_does_how_many_validated_and_who_was_skipped(js: Sandbox) -> None:
+    from scaleout.cli.output import validation_cell
+
+    rounds = [{"round_data": {"validation": {"clients": 3, "completed": 3, "validated": 2, "skipped": ["c9"]}}},
+              {"round_data": {"validation": {"clients": 2, "completed": 2}}},
+              {"round_data": {}}, {}]
+    got = [run(js, "rounds.js", "return m.validatedCell(arg);", r) for r in rounds]
+    assert got == ["2/3 (1 skipped)", "2/2", "", ""]
+    assert got == [validation_cell(r) for r in rounds]
+
+
 def test_start_form_sends_the_cli_session_config_and_explains_bad_values(js: Sandbox) -> None:
     form = {"name": " demo ", "aggregator": "fedavg", "aggregator_kwargs": '{"lr": 0.1}', "model_id": "m1",
             "rounds": "3", "round_timeout": "60", "round_buffer_size": "-1", "min_clients": "2",

@@ -11,7 +11,7 @@ import {
 import { every, POLL_MS } from "./poll.js";
 import {
   aggregationSeconds, isFinalSession, roundCounts, roundDuration, roundMetricMeans, sessionProgress, trainingSeries,
-  validationSeries,
+  validatedCell, validationSeries,
 } from "./rounds.js";
 
 const TAIL_OVERLAP = 200;
@@ -64,6 +64,7 @@ function roundsTable(rounds, means) {
     { label: "Training", key: "training", cell: (r) => fmtSeconds(r.round_data?.time_training), class: "num" },
     { label: "Aggregation", key: "aggregation", cell: (r) => fmtSeconds(aggregationSeconds(r)), class: "num" },
     { label: "Validation", key: "validation", cell: (r) => fmtSeconds(r.round_data?.time_validation), class: "num" },
+    { label: "Validated", key: "validated", cell: (r) => validatedCell(r), class: "num" },
     { label: "Aggregator", key: "aggregator", cell: (r) => r.round_config?.aggregator },
     { label: "New model", key: "model", cell: (r) => shortId(r.new_model_id) },
     ...metricKeys.map((k) => ({ label: h("span", { title: `${k}: mean over the clients' validations` }, `${k} (mean)`),

@@ -50,6 +50,17 @@ export function roundDuration(round, now = Date.now()) {
   return LIVE_ROUND.has(String(round.status || "").toLowerCase()) ? Math.max(0, (now - start) / 1000) : null;
 }
 
+// "validated/asked" from round_data.validation, with the clients not asked because they do not validate
+// ("2/3 (1 skipped)"); "" for a round without validation. The CLI's `validation_cell`, same rules.
+export function validatedCell(round) {
+  const data = round.round_data?.validation;
+  if (!data || typeof data !== "object" || !Number.isInteger(data.clients)) return "";
+  const validated = data.validated ?? data.completed;
+  const cell = `${Number.isInteger(validated) ? validated : "?"}/${data.clients}`;
+  const skipped = Array.isArray(data.skipped) ? data.skipped.length : 0;
+  return skipped ? `${cell} (${skipped} skipped)` : cell;
+}
+
 export function aggregationSeconds(round) {
   return sum((round.combiners || []).map((c) => num(c?.time_aggregation)));
 }
