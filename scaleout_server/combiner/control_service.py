@@ -56,6 +56,9 @@ class ControlService(pb_grpc.ControlServicer):
 
     async def AbortSession(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.Response:
         await self._authorize(context)
+        if request.conclude:
+            rounds = self.rounds.conclude_session(request.session_id)
+            return pb.Response(response=f"{rounds} round(s) concluded")
         count = self.rounds.abort_session(request.session_id)
         return pb.Response(response=f"{count} task(s) stopped")
 

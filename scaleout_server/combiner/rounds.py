@@ -131,6 +131,7 @@ class RoundState(TaskGroup):
     buffer: int = 0
     grace: float = UPDATE_GRACE
     delete_models: bool = True
+    concluded: bool = False  # the user skipped the wait: aggregate the updates in hand, the session goes on
     updates: dict[str, Accepted] = field(default_factory=dict)  # by correlation id, in arrival order
     rejected: dict[str, str] = field(default_factory=dict)  # correlation id -> error
     queue: asyncio.Queue[Accepted | None] = field(default_factory=asyncio.Queue)
@@ -154,7 +155,7 @@ class RoundState(TaskGroup):
         return min(ends) if ends else None
 
     def finished(self) -> bool:
-        if self.aborted:
+        if self.aborted or self.concluded:
             return True
         if self.buffer > 0 and len(self.updates) >= self.buffer:
             return True
@@ -232,7 +233,8 @@ class Rounds:
         try:
             await self._wait(group, spec.round_timeout if spec.round_timeout > 0 else 180.0)
             self._close(group)
-            stop_status = TaskStatus.INTERRUPTED.value if group.aborted else TaskStatus.TIMEOUT.value
+            stop_status = (TaskStatus.INTERRUPTED.value if group.aborted or group.concluded
+                           else TaskStatus.TIMEOUT.value)
             stopped = self._stop_tasks(group, stop_status)
             group.queue.put_nowait(None)
             time_wait = now() - started
@@ -582,6 +584,19 @@ class Rounds:
                     self.clients.abort(task, TaskStatus.INTERRUPTED.value)
                     count += 1
         log.info("session %s aborted: %d task(s) stopped", session_id, count)
+        return count
+
+    def conclude_session(self, session_id: str) -> int:
+        """End the wait of the session's open rounds now: each aggregates the updates it has and returns
+        its outcome as at its deadline (the clients still training are told to stop, INTERRUPTED), and
+        the session goes on. Returns the number of rounds concluded."""
+        count = 0
+        for group in list(self.open.values()):
+            if isinstance(group, RoundState) and group.session_id == session_id and not group.closed:
+                group.concluded = True
+                group.changed.set()
+                count += 1
+        log.info("session %s: %d open round(s) told to aggregate the updates in hand now", session_id, count)
         return count
 
     def _name(self, client_id: str) -> str:

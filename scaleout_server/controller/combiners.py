@@ -275,11 +275,13 @@ class CombinerRegistry:
                                          for c in reply.clients]
         return out
 
-    def abort_session(self, session_id: str, reason: str, combiners: Iterable[r.CombinerRecord] | None = None) -> None:
-        """Ask every (online) combiner to interrupt the session's running tasks; failures are only logged."""
+    def abort_session(self, session_id: str, reason: str, combiners: Iterable[r.CombinerRecord] | None = None,
+                      conclude: bool = False) -> None:
+        """Ask every (online) combiner to interrupt the session's running tasks, or with `conclude` to end
+        the wait of its open rounds (they aggregate what they have); failures are only logged."""
         targets = list(self.online() if combiners is None else combiners)
         futures = []
-        request = pb.AbortRequest(session_id=session_id, reason=reason)
+        request = pb.AbortRequest(session_id=session_id, reason=reason, conclude=conclude)
         for combiner in targets:
             try:
                 futures.append((combiner, self.stub(combiner).AbortSession.future(request, timeout=ABORT_TIMEOUT)))

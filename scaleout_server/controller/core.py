@@ -554,15 +554,19 @@ class Controller:
         """`POST /api/v1/commands/{id}/stop|skip`. A running command (custom, inference, validation,
         staging) ends now with the results in hand; its clients still working are told to stop
         (INTERRUPTED). `stop` records it as Stopped, `skip` as Finished (the wait was skipped). The
-        id of a session: `stop` stops it; a session has no barrier to skip (rounds end at their buffer
-        or timeout), so `skip` is refused."""
+        id of a session: `stop` stops it; `skip` skips its barrier, the current round's wait for
+        updates: the round aggregates the updates in hand now and the session goes on."""
         record = self.store.commands.get(command_id)
         if record is None:
-            if self.store.sessions.get(command_id) is not None:
+            session_record = self.store.sessions.get(command_id)
+            if session_record is not None:
                 if skip:
-                    raise Conflict(f"{command_id} is a session: its rounds end when their buffer is full or at "
-                                   "round_timeout, there is no barrier to skip; stop it with "
-                                   f"POST /api/v1/commands/{command_id}/stop")
+                    if session_record.status != SessionStatus.RUNNING.value:
+                        raise Conflict(f"session {command_id} is not running (status: {session_record.status})")
+                    self.registry.abort_session(command_id, "round skipped by the user", conclude=True)
+                    return {"message": f"Session {command_id}: the current round aggregates the updates in hand "
+                                       "now; the session goes on", "correlation_id": command_id,
+                            "status": session_record.status}
                 session = self.stop_session(command_id)
                 return {"message": f"Session {command_id} stopped", "correlation_id": command_id,
                         "status": session.status}

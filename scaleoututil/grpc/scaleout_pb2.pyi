@@ -490,12 +490,14 @@ class TaskBatchOutcome(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
-    __slots__ = ("session_id", "reason")
+    __slots__ = ("session_id", "reason", "conclude")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CONCLUDE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     reason: str
-    def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    conclude: bool
+    def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ..., conclude: _Optional[bool] = ...) -> None: ...
 
 class ClientListRequest(_message.Message):
     __slots__ = ()
