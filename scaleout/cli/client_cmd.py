@@ -64,7 +64,9 @@ def _package_limit(text: str | None) -> int | None:
 
 @client_group.command("start")
 @click.option("-u", "--api-url", default=None,
-              help="Controller URL, e.g. http://127.0.0.1:8092 (without a scheme: http for localhost, else https).")
+              help="Controller URL, e.g. http://127.0.0.1:8092 (without a scheme: http for localhost, else https); "
+                   "several, comma-separated, for an active controller and its standbys: the client follows "
+                   "whichever is active.")
 @click.option("-p", "--api-port", type=int, default=None, help="Controller port, when not part of --api-url.")
 @click.option("--token", default=None, help="Refresh token; exchanged for access tokens at /api/auth/refresh.")
 @click.option("-n", "--name", default=None, help="Client name shown on the server [default: client-<id prefix>].")
