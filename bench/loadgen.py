@@ -1096,8 +1096,9 @@ def combiner_pid(server_pid: int) -> int:
 class PySpy:
     """Samples a process with py-spy (if installed) and summarises where its time goes."""
 
-    def __init__(self, pid: int, out: Path, binary: str | None, rate: int = 50) -> None:
+    def __init__(self, pid: int, out: Path, binary: str | None, rate: int = 50, gil: bool = False) -> None:
         self.pid = pid
+        self.gil = gil  # only samples holding the GIL: where the Python time goes, without waiting threads
         self.out = out
         self.binary = binary
         self.rate = rate
@@ -1107,7 +1108,8 @@ class PySpy:
         if not self.binary:
             return
         self.popen = subprocess.Popen([self.binary, "record", "--pid", str(self.pid), "--rate", str(self.rate),
-                                       "--format", "raw", "--output", str(self.out), "--nonblocking", "--threads"],
+                                       "--format", "raw", "--output", str(self.out), "--nonblocking", "--threads",
+                                       *(["--gil"] if self.gil else [])],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> dict[str, Any] | None:

@@ -82,8 +82,9 @@ def run_n(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         ready = loadgen.start(timeout=120 + n * 0.5)
         combiner = combiner_pid(server.popen.pid)
         procs = {"combiner": [combiner], "controller": [server.popen.pid], "loadgen": loadgen.pids()}
-        spies = {"combiner": PySpy(combiner, folder / "combiner.pyspy.txt", args.py_spy),
-                 "controller": PySpy(server.popen.pid, folder / "controller.pyspy.txt", args.py_spy)} \
+        spies = {"combiner": PySpy(combiner, folder / "combiner.pyspy.txt", args.py_spy, gil=args.profile_gil),
+                 "controller": PySpy(server.popen.pid, folder / "controller.pyspy.txt", args.py_spy,
+                                     gil=args.profile_gil)} \
             if n == args.profile_n else {}
         before = {k: cpu_seconds(v) for k, v in procs.items()}
         for spy in spies.values():
@@ -258,6 +259,8 @@ def main() -> None:
                         help="load generator: clients encoding+uploading at once per process (0: no cap)")
     parser.add_argument("--profile-n", type=int, default=0, help="profile the combiner with py-spy at this N")
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy binary [default: on PATH]")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="profile only samples holding the GIL (py-spy --gil): Python's own time")
     parser.add_argument("--profiles", type=Path, default=None,
                         help="keep the raw py-spy profiles (collapsed stacks) in this folder")
     parser.add_argument("--work", type=Path, default=None, help="folder for the deployments [default: a temp dir]")
