@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -40,6 +38,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from scaleout_server.outages import ride_out
 from scaleout_server.repository.base import (
     BlobNotFound,
     ModelRepository,
@@ -57,8 +56,7 @@ DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
 UNAVAILABLE_WAIT_S = 60.0  # how long one call waits for an unreachable endpoint to come back
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 5.0
+RETRY_MAX_S = 5.0  # longest pause between tries while the endpoint is unreachable
 _BUSY = {"ServiceUnavailable", "SlowDown", "503"}  # the store is up but not serving yet: as unreachable
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
            "InvalidSecurity", "AuthorizationHeaderMalformed", "403", "Forbidden"}
@@ -148,29 +146,11 @@ class S3Repository(ModelRepository):
         return self._retrying(action, once)
 
     def _retrying(self, action: str, once: Callable[[], T]) -> T:
-        """`once()`, again after a growing, jittered pause while it raises RepositoryUnavailable, until
-        `unavailable_wait` seconds have passed (then the last error). Every call here is idempotent: a
-        whole PUT of one part, a GET, a HEAD or a DELETE."""
-        deadline = time.monotonic() + self.unavailable_wait
-        pause = RETRY_FIRST_S
-        failed_since: float | None = None
-        while True:
-            try:
-                result = once()
-            except RepositoryUnavailable as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                if failed_since is None:
-                    failed_since = time.monotonic()
-                    log.warning("%s; retrying for up to %.0f s", exc, left)
-                time.sleep(min(left, pause * random.uniform(0.5, 1.0)))
-                pause = min(pause * 2, RETRY_MAX_S)
-                continue
-            if failed_since is not None:
-                log.warning("the S3 endpoint %s answers again (%s, after %.1f s)", self._where, action,
-                            time.monotonic() - failed_since)
-            return result
+        """`once()`, ridden through an outage of the endpoint for up to `unavailable_wait` seconds
+        (scaleout_server/outages.py). Every call here is idempotent: a whole PUT of one part, a GET, a HEAD
+        or a DELETE."""
+        return ride_out(once, RepositoryUnavailable, self.unavailable_wait,
+                        f"the S3 endpoint {self._where} ({action})", log, max_pause=RETRY_MAX_S)
 
     def _ensure_bucket(self, create: bool) -> None:
         """Fail at start, with a clear message, rather than at the first model upload."""

@@ -26,9 +26,7 @@ import dataclasses
 import functools
 import logging
 import math
-import random
 import threading
-import time
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -65,6 +63,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
+from scaleout_server.outages import ride_out
 from scaleout_server.store import records as r
 from scaleout_server.store.base import (
     MAX_KEY_CHARS,
@@ -99,8 +98,7 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_WAIT_S = 30.0  # PostgreSQL: how long a transaction waits for the database to come back
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 4.0
+RETRY_MAX_S = 4.0  # longest pause between tries while the database is unreachable
 _IN_CHUNK = 500  # ids per `IN (...)` lookup, below SQLite's bound-parameter limit
 
 # Columns worth an index: the ones the REST API and the session runner filter or sort by.
@@ -443,26 +441,13 @@ class _Tx:
         reached, for up to `_unavailable_wait` seconds: a session keeps its rounds through a database
         restart instead of failing them. Only getting the connection is retried: nothing has run on it
         yet, so no statement can run twice. One log line when the database goes, one when it is back."""
-        deadline = time.monotonic() + self._unavailable_wait
-        pause, failed_since = RETRY_FIRST_S, None
-        while True:
-            try:
-                with connection_errors(engine.url):
-                    conn = engine.connect()
-            except StoreUnavailable as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                if failed_since is None:
-                    failed_since = time.monotonic()
-                    log.warning("%s; retrying for up to %.0f s", exc, left)
-                time.sleep(min(left, pause * random.uniform(0.5, 1.0)))
-                pause = min(pause * 2, RETRY_MAX_S)
-                continue
-            if failed_since is not None:
-                log.warning("the statestore %s answers again (after %.1f s)", safe_url(engine.url),
-                            time.monotonic() - failed_since)
-            return conn
+
+        def once() -> Connection:
+            with connection_errors(engine.url):
+                return engine.connect()
+
+        return ride_out(once, StoreUnavailable, self._unavailable_wait, f"the statestore {safe_url(engine.url)}",
+                        log, max_pause=RETRY_MAX_S)
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:
