@@ -150,7 +150,7 @@ class S3Repository(ModelRepository):
         (scaleout_server/outages.py). Every call here is idempotent: a whole PUT of one part, a GET, a HEAD
         or a DELETE."""
         return ride_out(once, RepositoryUnavailable, self.unavailable_wait,
-                        f"the S3 endpoint {self._where} ({action})", log, max_pause=RETRY_MAX_S)
+                        f"the S3 endpoint {self._where}", log, max_pause=RETRY_MAX_S)
 
     def _ensure_bucket(self, create: bool) -> None:
         """Fail at start, with a clear message, rather than at the first model upload."""
