@@ -33,8 +33,8 @@ import requests
 from tests.conftest import free_port
 from tests.e2e.cluster import check_fedavg_rounds
 from tests.e2e.deployment import Deployment, Proc, scaleout_cmd, wait_until
-from tests.e2e.test_standby_controller import ServiceProxy, ready, server_env, share_secret
-from tests.e2e.test_standby_controller import start_controller as start_standby_controller
+from tests.e2e.standby import ServiceProxy, ready, server_env, share_secret
+from tests.e2e.standby import start_controller as start_standby_controller
 from tests.storage.services import (
     S3Server,
     ServiceError,
