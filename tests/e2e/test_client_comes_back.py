@@ -38,11 +38,11 @@ def test_client_started_while_the_server_is_down_comes_up_and_trains_when_it_sta
 
     client = secure.start_client("patient", project, env={"E2E_CONSTANT": "1.0"}, wait=False,
                                  extra=("--local-package", "--token", token))
-    time.sleep(15)  # a host reboot: the client is up long before the server
+    time.sleep(8)  # a host reboot: the client is up long before the server
     assert client.popen.poll() is None, client.output()
     waiting = [line for line in client.output().splitlines() if "token exchange" in line]
     assert waiting and "connection refused" in waiting[0] and "until it answers" in waiting[0]
-    assert len(waiting) <= 2, waiting  # one line per group of attempts, not one per attempt (5 by now)
+    assert len(waiting) <= 2, waiting  # one line per group of attempts, not one per attempt (4 by now)
 
     secure.start_server(secure=True)
     secure.wait_online(["patient"], timeout=60, proc=client)

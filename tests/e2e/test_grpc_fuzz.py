@@ -35,7 +35,7 @@ from tests.e2e.deployment import Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-EXAMPLES = 25  # per method
+EXAMPLES = 15  # per method
 CLIENT_ID = "fuzz-client"
 HELD_DEADLINE_S = 0.5  # polls and TaskStream are held open by design, round calls wait: cut them short
 UNARY_DEADLINE_S = 2.0

@@ -29,7 +29,7 @@ from tests.unit.test_controller_with_combiner import running_deployment
 
 pytestmark = pytest.mark.timeout(600)
 
-EXAMPLES = 20  # per operation and authentication mode
+EXAMPLES = 15  # per operation and authentication mode (was 10, one mode)
 NO_TOKEN = "none"
 FORGED = "forged"
 
