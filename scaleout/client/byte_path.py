@@ -87,13 +87,16 @@ class BytePath:
     def upload(self, model: ScaleoutModel) -> bool:
         """True once the combiner acknowledged the update (checked and durable); False: use gRPC."""
         size = model.size
+        # a SHA-256 computed already (e.g. for the gRPC metadata) is offered first: sending it costs no
+        # second pass over the bytes on this side; else the fastest algorithm both ends have
+        digests = [SHA256, *(d for d in DIGESTS if d != SHA256)] if model.known_checksum else list(DIGESTS)
         ticket = self._ticket(pb.TransferOffer(direction="upload", model_id=str(model.model_id), size=size,
-                                               digests=list(DIGESTS)))
+                                               digests=digests))
         sock = self._connect(ticket) if ticket is not None else None
         if sock is None:
             return False
         algorithm = ticket.digest or SHA256  # type: ignore[union-attr]
-        # a SHA-256 computed already is reused; else hashed while the bytes go out: no separate pass
+        # the SHA-256 computed already is reused; else hashed while the bytes go out: no separate pass
         known = model.known_checksum if algorithm == SHA256 else None
         try:
             with sock:

@@ -329,6 +329,27 @@ def test_the_checksum_algorithm_is_the_first_the_client_offers_that_the_combiner
                       ("BLAKE3",)).startswith("OK")
 
 
+def test_an_upload_whose_sha256_is_known_offers_it_first_so_the_client_hashes_nothing_again(
+        harness: Harness, connection: Connection) -> None:
+    offers: list[list[str]] = []
+    stub = connection.byte_path._link.models
+    real = stub.OpenTransfer
+
+    def recording(offer: pb.TransferOffer, **kw: object) -> pb.TransferTicket:
+        offers.append(list(offer.digests))
+        return real(offer, **kw)
+
+    stub.OpenTransfer = recording
+    fresh, known = big_model(mib=1, seed=1), big_model(mib=1, seed=2)
+    _ = known.checksum
+    connection.upload_model(fresh)
+    connection.upload_model(known)
+    assert offers == [["BLAKE3", "SHA256"], ["SHA256", "BLAKE3"]]
+    updates = updates_dir_for(harness.combiner.settings)
+    for model in (fresh, known):
+        assert (updates / f"{model.model_id}.scm").read_bytes() == model.get_stream().read()
+
+
 def test_tickets_are_single_use_and_unknown_ones_are_refused(harness: Harness) -> None:
     offer = ticket(harness, "download", SEED_ID)
     for attempt in range(2):
