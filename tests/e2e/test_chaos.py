@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,11 +34,9 @@ from tests.e2e.deployment import Deployment, Proc, scaleout_cmd, wait_until
 from tests.e2e.standby import ServiceProxy, ready, server_env, share_secret
 from tests.e2e.standby import start_controller as start_standby_controller
 from tests.storage.services import (
-    S3Server,
     ServiceError,
+    postgres_and_s3,
     postgres_bindir,
-    start_postgres,
-    start_seaweedfs,
     weed_binary,
 )
 
@@ -285,25 +281,15 @@ def standby_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
         postgres_bindir(), weed_binary()
     except ServiceError as exc:
         pytest.skip(f"the standby scenario needs PostgreSQL 15 and SeaweedFS: {exc}")
-    roots = [Path(tempfile.mkdtemp(prefix=p)) for p in ("scaleout-chaos-pg-", "scaleout-chaos-s3-")]
-    pg = start_postgres(roots[0])
-    s3: S3Server | None = None
-    proxy: ServiceProxy | None = None
-    try:
-        s3 = start_seaweedfs(roots[1])
+    with postgres_and_s3("scaleout-chaos") as (pg, s3):
         slots = {"controller-a": Controller(free_port(), tmp_path / "scaleout-data"),
                  "controller-b": Controller(free_port(), tmp_path / "standby-data")}
         share_secret(*(c.data_dir for c in slots.values()))
         proxy = ServiceProxy([c.port for c in slots.values()])
-        yield {"api_port": proxy.port, "env": server_env(pg, s3, "chaos"), "controllers": slots}
-    finally:
-        if proxy is not None:
+        try:
+            yield {"api_port": proxy.port, "env": server_env(pg, s3, "chaos"), "controllers": slots}
+        finally:
             proxy.close()
-        if s3 is not None:
-            s3.stop()
-        pg.stop()
-        for root in roots:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def run_chaos(tmp_path: Path, scenario: str, seed: int) -> ChaosResult:

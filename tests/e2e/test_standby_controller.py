@@ -12,10 +12,8 @@ controller without --standby is refused while the first is alive, and --standby 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from tests.conftest import free_port
 from tests.e2e.cluster import CLIENTS, assert_params, download_params, seed_params, stop_all
 from tests.e2e.deployment import Deployment, Proc, scaleout_cmd, wait_until
 from tests.e2e.standby import ServiceProxy, ready, server_env, share_secret, start_controller
-from tests.storage.services import PostgresServer, S3Server, start_postgres, start_seaweedfs
+from tests.storage.services import PostgresServer, S3Server, postgres_and_s3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -40,18 +38,8 @@ PUBLISHED_CONSTANT, PUBLISHED_EXAMPLES = 5.0, 4
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[PostgresServer, S3Server]]:
-    pg_root, s3_root = (Path(tempfile.mkdtemp(prefix=p)) for p in ("scaleout-standby-pg-", "scaleout-standby-s3-"))
-    pg = start_postgres(pg_root)
-    try:
-        s3 = start_seaweedfs(s3_root)
-        try:
-            yield pg, s3
-        finally:
-            s3.stop()
-    finally:
-        pg.stop()
-        shutil.rmtree(pg_root, ignore_errors=True)
-        shutil.rmtree(s3_root, ignore_errors=True)
+    with postgres_and_s3("scaleout-standby") as both:
+        yield both
 
 
 def test_the_standby_takes_over_within_15_s_and_the_session_finishes_exactly(

@@ -10,9 +10,7 @@ none counted twice); the processes' logs must say what was wrong while it was.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -27,9 +25,8 @@ from tests.storage.services import (
     PostgresServer,
     S3Server,
     ServiceError,
+    postgres_and_s3,
     postgres_bindir,
-    start_postgres,
-    start_seaweedfs,
     weed_binary,
 )
 
@@ -47,20 +44,8 @@ def services() -> Iterator[tuple[PostgresServer, S3Server]]:
         postgres_bindir(), weed_binary()
     except ServiceError as exc:
         pytest.skip(f"needs PostgreSQL 15 and SeaweedFS: {exc}")
-    # not under pytest's tmp folder: that one is private to root, and PostgreSQL runs as `postgres`
-    pg_root = Path(tempfile.mkdtemp(prefix="scaleout-faults-pg-"))
-    s3_root = Path(tempfile.mkdtemp(prefix="scaleout-faults-s3-"))
-    pg = start_postgres(pg_root)
-    try:
-        s3 = start_seaweedfs(s3_root)
-        try:
-            yield pg, s3
-        finally:
-            s3.stop()
-    finally:
-        pg.stop()
-        shutil.rmtree(pg_root, ignore_errors=True)
-        shutil.rmtree(s3_root, ignore_errors=True)
+    with postgres_and_s3("scaleout-faults") as both:
+        yield both
 
 
 def storage_env(pg: PostgresServer, s3: S3Server) -> dict[str, str]:

@@ -13,7 +13,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,3 +256,24 @@ def _wait_for_s3(server: S3Server, log_path: Path) -> None:
                 raise ServiceError(f"the S3 gateway did not answer within {START_TIMEOUT_S:.0f} s:\n"
                                    f"{_log_tail(log_path)}") from None
             time.sleep(0.1)
+
+
+@contextmanager
+def postgres_and_s3(prefix: str) -> Iterator[tuple[PostgresServer, S3Server]]:
+    """A PostgreSQL 15 server and a SeaweedFS S3 server in fresh folders named `<prefix>-pg-*` and
+    `<prefix>-s3-*` (not under pytest's tmp folder: that one is private to root, and PostgreSQL runs as
+    `postgres`); both stopped and their folders removed on exit."""
+    roots = [Path(tempfile.mkdtemp(prefix=f"{prefix}-{kind}-")) for kind in ("pg", "s3")]
+    try:
+        pg = start_postgres(roots[0])
+        try:
+            s3 = start_seaweedfs(roots[1])
+            try:
+                yield pg, s3
+            finally:
+                s3.stop()
+        finally:
+            pg.stop()
+    finally:
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
