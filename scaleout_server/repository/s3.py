@@ -57,7 +57,8 @@ CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
 UNAVAILABLE_WAIT_S = 60.0  # how long one call waits for an unreachable endpoint to come back
 RETRY_MAX_S = 5.0  # longest pause between tries while the endpoint is unreachable
-_BUSY = {"ServiceUnavailable", "SlowDown", "503"}  # the store is up but not serving yet: as unreachable
+# the store is up but not serving yet (or says "please try again": InternalError, HTTP 500): as unreachable
+_BUSY = {"ServiceUnavailable", "SlowDown", "503", "InternalError", "500"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
            "InvalidSecurity", "AuthorizationHeaderMalformed", "403", "Forbidden"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
