@@ -144,9 +144,9 @@ class S3Repository(ModelRepository):
             with self._errors(action):
                 return fn(**kwargs)
 
-        return self._retrying(action, once)
+        return self._retrying(once)
 
-    def _retrying(self, action: str, once: Callable[[], T]) -> T:
+    def _retrying(self, once: Callable[[], T]) -> T:
         """`once()`, ridden through an outage of the endpoint for up to `unavailable_wait` seconds
         (scaleout_server/outages.py). Every call here is idempotent: a whole PUT of one part, a GET, a HEAD
         or a DELETE."""
@@ -236,7 +236,7 @@ class S3Repository(ModelRepository):
                         raise BlobNotFound(f"{namespace}/{key}") from None
                     raise
 
-        answer = self._retrying(f"downloading {name}", once)
+        answer = self._retrying(once)
         reader = _ObjectReader(self, name, answer)
         return io.BufferedReader(reader, buffer_size=CHUNK_SIZE)  # type: ignore[return-value]
 
@@ -250,7 +250,7 @@ class S3Repository(ModelRepository):
                         return None
                     raise
 
-        return self._retrying(f"looking up {name}", once)
+        return self._retrying(once)
 
     def exists(self, namespace: str, key: str) -> bool:
         return self._head(self._name(namespace, key)) is not None
@@ -321,7 +321,7 @@ class _ObjectReader(io.RawIOBase):
                         raise OSError(f"{self._name} was replaced while being read; open it again") from None
                     raise
 
-        answer = self._repo._retrying(f"downloading {self._name}", once)
+        answer = self._repo._retrying(once)
         self._body = answer["Body"]
         self._body_pos = self._pos
 
